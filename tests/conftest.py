@@ -1,0 +1,76 @@
+"""Shared test fixtures.
+
+The real CLIP vocabulary is rebuilt from OpenAI's merges file, which ships inside the
+open-clip-torch wheel (``open_clip/bpe_simple_vocab_16e6.txt.gz``). The wheel is fetched once with
+pip into the repo's git-ignored ``.cache/open_clip`` and reused afterwards. No model hub access.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from xclip_stream.model.tokenizer import clip_vocab_from_bpe, write_vocab_files
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"
+BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
+
+
+def _open_clip_wheel() -> Path:
+    wheels = sorted(OPEN_CLIP_CACHE.glob("open_clip_torch-*.whl"))
+    if wheels:
+        return wheels[-1]
+    OPEN_CLIP_CACHE.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "open-clip-torch",
+        "-d",
+        str(OPEN_CLIP_CACHE),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    wheels = sorted(OPEN_CLIP_CACHE.glob("open_clip_torch-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        pytest.fail(
+            "could not download the open-clip-torch wheel (needed for OpenAI's CLIP merges file "
+            f"{BPE_MEMBER}); command: {' '.join(cmd)}\nexit {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
+        )
+    return wheels[-1]
+
+
+@pytest.fixture(scope="session")
+def clip_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the real CLIP vocab.json + merges.txt (49,408 tokens) and a
+    tokenizer_config.json like the released X-CLIP checkpoints' (model_max_length 77)."""
+    wheel = _open_clip_wheel()
+    folder = tmp_path_factory.mktemp("clip_vocab")
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(BPE_MEMBER)
+    except (zipfile.BadZipFile, KeyError) as e:
+        pytest.fail(f"{wheel}: cannot read {BPE_MEMBER} ({e}); delete the wheel to re-download it")
+    bpe_path = folder / "bpe_simple_vocab_16e6.txt.gz"
+    bpe_path.write_bytes(data)
+    vocab, merges = clip_vocab_from_bpe(bpe_path)
+    write_vocab_files(vocab, merges, folder)
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder

@@ -1,0 +1,1 @@
+"""Pipeline stages as plain Python (testable without Ray): sources, windows, scoring, sinks."""
