@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
+
+from xclip_stream.pipeline.clips import write_video
 
 
 def index_frame(i: int, height: int = 96, width: int = 128) -> np.ndarray:
@@ -18,16 +19,5 @@ def read_index(frame: np.ndarray) -> int:
     return int(round(float(frame.mean()) / 8)) % 32
 
 
-def write_video(path: Path, num_frames: int, fps: int = 16, height: int = 96, width: int = 128,
-                codec: str = "libx264") -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "10"} if codec == "libx264" else {}
-        for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(index_frame(i, height, width), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+def write_index_video(path: Path, num_frames: int, fps: int = 16) -> Path:
+    return write_video(path, (index_frame(i) for i in range(num_frames)), fps=fps, crf=10)

@@ -15,7 +15,7 @@ from xclip_stream.model.processor import XCLIPProcessor, XCLIPVideoProcessor
 from xclip_stream.model.tokenizer import CLIPTokenizer
 from xclip_stream.pipeline.clips import WindowSampling, plan_windows, read_windows
 
-from .media import write_video
+from .media import write_index_video
 
 LABELS = ["a grey square", "a person running", "an empty road"]
 
@@ -40,7 +40,7 @@ def checkpoint(tmp_path_factory, clip_vocab_dir):
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    return write_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=40, fps=10)
+    return write_index_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=40, fps=10)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

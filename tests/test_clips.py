@@ -6,7 +6,7 @@ import pytest
 
 from xclip_stream.pipeline.clips import WindowSampling, plan_windows, probe, read_windows
 
-from .media import read_index, write_video
+from .media import read_index, write_index_video
 
 
 def test_segment_centres_over_whole_video():
@@ -48,7 +48,7 @@ def test_too_few_frames_is_a_clear_error():
 
 
 def test_read_windows_decodes_exactly_the_planned_frames(tmp_path):
-    path = write_video(tmp_path / "counter.mp4", num_frames=30, fps=10)
+    path = write_index_video(tmp_path / "counter.mp4", num_frames=30, fps=10)
     assert probe(path) == (30, 10.0)
     windows = list(read_windows(path, WindowSampling(num_frames=4, window_seconds=1.2, hop_seconds=0.6)))
     assert [w.frame_indices for w in windows] == plan_windows(30, 10.0, WindowSampling(4, 1.2, 0.6))

@@ -11,7 +11,9 @@ import torch
 import transformers
 
 from xclip_stream.model.tokenizer import (
+    BOS_TOKEN,
     CLIP_VOCAB_SIZE,
+    EOS_TOKEN,
     BatchEncoding,
     CLIPTokenizer,
     build_clip_tokenizer,
@@ -292,3 +294,22 @@ def test_malformed_files_raise(tmp_path, clip_vocab_dir):
     bad_bpe.write_text("#header\na b\n")
     with pytest.raises(ValueError, match="expected a merge|expected at least"):
         clip_vocab_from_bpe(bad_bpe)
+
+
+def test_trained_small_vocab_keeps_clip_layout_and_loads_in_transformers(tmp_path):
+    """A project-trained vocabulary: CLIP's pipeline and id layout, end-of-text the largest id, and a
+    folder transformers' CLIPTokenizer reads to the same ids."""
+    from xclip_stream.model.tokenizer import train_clip_vocab
+
+    texts = ["a red circle moving left", "a blue square moving right", "a green triangle growing"] * 5
+    vocab, merges = train_clip_vocab(texts, vocab_size=600)
+    assert 514 < len(vocab) <= 600 and merges
+    assert vocab[EOS_TOKEN] == max(vocab.values()) and vocab[BOS_TOKEN] == len(vocab) - 2
+    ours = CLIPTokenizer.from_vocab(vocab, merges)
+    ours.save_pretrained(tmp_path)
+    reference = transformers.CLIPTokenizer.from_pretrained(tmp_path)
+    queries = ["a red circle moving left", "A BLUE triangle, shrinking!", "unseen wörds 42"]
+    assert ours(queries, padding=True)["input_ids"].tolist() == reference(queries, padding=True)["input_ids"]
+    assert len(ours("a red circle moving left")["input_ids"][0]) < 10  # words were merged, not spelled out
+    with pytest.raises(ValueError, match="vocab_size must exceed"):
+        train_clip_vocab(texts, vocab_size=100)

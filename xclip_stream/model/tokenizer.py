@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 
 BOS_TOKEN = "<|startoftext|>"
@@ -103,14 +103,40 @@ def clip_vocab_from_bpe(bpe_path: str | Path) -> tuple[dict[str, int], list[tupl
     if len(merges) != NUM_CLIP_MERGES:
         raise ValueError(f"{path}: expected at least {NUM_CLIP_MERGES} merges, found {len(merges)}")
 
+    vocab = clip_vocab_from_merges(merges)
+    if len(vocab) != CLIP_VOCAB_SIZE:
+        raise ValueError(f"{path}: built {len(vocab)} distinct tokens, expected {CLIP_VOCAB_SIZE}")
+    return vocab, merges
+
+
+def clip_vocab_from_merges(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """CLIP's id layout for a list of merges: byte symbols, the same with ``</w>``, one token per
+    merge, then ``<|startoftext|>`` and ``<|endoftext|>``, so end-of-text is the largest id (the
+    text tower pools at ``input_ids.argmax``)."""
     symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + END_OF_WORD for s in symbols]
     tokens += [a + b for a, b in merges]
     tokens += [BOS_TOKEN, EOS_TOKEN]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    if len(vocab) != CLIP_VOCAB_SIZE:
-        raise ValueError(f"{path}: built {len(vocab)} distinct tokens, expected {CLIP_VOCAB_SIZE}")
-    return vocab, merges
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def train_clip_vocab(texts: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Learn a small CLIP-style BPE vocabulary (CLIP's normalisation, splitting and id layout) from
+    ``texts``; for models trained by the project, where OpenAI's 49,408-token vocabulary is too big."""
+    base = 2 * 256 + 2
+    if vocab_size <= base:
+        raise ValueError(f"vocab_size must exceed {base} (byte symbols, with </w>, and two specials)")
+    trainer_tok = build_clip_tokenizer(clip_vocab_from_merges([]), [])
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 2,  # the trainer counts its alphabet and merges; the specials come after
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix=END_OF_WORD,
+        show_progress=False,
+    )
+    trainer_tok.train_from_iterator(texts, trainer)
+    raw = json.loads(trainer_tok.to_str())["model"]["merges"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in raw]
+    return clip_vocab_from_merges(merges), merges
 
 
 def write_vocab_files(

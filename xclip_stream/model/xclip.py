@@ -150,11 +150,10 @@ class XCLIPModel(PreTrainedMixin, nn.Module):
         vision = self.vision_model(pixel_values.flatten(0, 1), interpolate_pos_encoding)
         frames = self.visual_projection(vision.pooler_output).view(b, t, -1)  # (B, T, P)
         mit = self.mit(frames)
-        # Prompt context: normed patch tokens averaged over time, then projected. The projection is
-        # linear, so averaging first gives the reference's result with T times fewer multiply-adds.
+        # Prompt context: normed patch tokens, projected, averaged over time.
         patches = self.prompts_visual_layernorm(vision.last_hidden_state[:, 1:])  # (BT, S-1, D_v)
-        patches = patches.view(b, t, *patches.shape[1:]).mean(dim=1)  # (B, S-1, D_v)
-        context = patches @ self.prompts_visual_projection.to(patches.dtype)  # (B, S-1, P)
+        context = patches @ self.prompts_visual_projection.to(patches.dtype)  # (BT, S-1, P)
+        context = context.view(b, t, *context.shape[1:]).mean(dim=1)  # (B, S-1, P)
         return vision, mit, context
 
     def get_video_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:

@@ -11,7 +11,7 @@ decoded frames' PTS.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +135,25 @@ def read_windows(path: str | Path, sampling: WindowSampling) -> Iterator[Window]
             f"{str(path)!r} ended after {index + 1} decodable frames, fewer than the {num_video_frames} its "
             f"header announced; {len(plan) - next_window} window(s) could not be filled"
         )
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec: str = "libx264",
+                crf: int = 18) -> Path:
+    """Encode (H, W, 3) uint8 RGB frames to a video file (test media, synthetic cameras)."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = out.add_stream(codec, rate=fps)
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                if codec == "libx264":
+                    stream.options = {"crf": str(crf)}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        if stream is None:
+            raise ValueError("write_video got no frames")
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
