@@ -1,14 +1,10 @@
 """CLIP byte-level BPE tokenizer (the X-CLIP text side), built on the `tokenizers` library.
 
-X-CLIP checkpoints ship OpenAI's CLIP vocabulary (49,408 tokens: 256 byte symbols, the same with
-the end-of-word marker ``</w>``, 48,894 merges, ``<|startoftext|>`` and ``<|endoftext|>``).
-This module can
+The vocabulary files live in :mod:`.vocab`. This module can
 
-* rebuild that vocabulary from OpenAI's merges file ``bpe_simple_vocab_16e6.txt.gz``
-  (:func:`clip_vocab_from_bpe`) and write it as ``vocab.json`` + ``merges.txt``
-  (:func:`write_vocab_files`), the files Hugging Face checkpoints ship;
 * build the fast tokenizer pipeline that Hugging Face's ``CLIPTokenizer`` builds
   (:func:`build_clip_tokenizer`), so ids match it token for token;
+* learn a small vocabulary in CLIP's layout for models the project trains (:func:`train_clip_vocab`);
 * wrap it in a small :class:`CLIPTokenizer` with the familiar ``from_pretrained`` / ``__call__`` /
   ``decode`` / ``save_pretrained`` surface.
 
@@ -19,7 +15,6 @@ different settings from several threads.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,12 +25,18 @@ import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 
-BOS_TOKEN = "<|startoftext|>"
-EOS_TOKEN = "<|endoftext|>"
-END_OF_WORD = "</w>"
-DEFAULT_MAX_LENGTH = 77  # CLIP text position embeddings
-CLIP_VOCAB_SIZE = 49408
-NUM_CLIP_MERGES = CLIP_VOCAB_SIZE - 2 * 256 - 2  # 48,894
+from .vocab import (  # noqa: F401  (re-exported: the tokenizer's public surface)
+    BOS_TOKEN,
+    CLIP_VOCAB_SIZE,
+    DEFAULT_MAX_LENGTH,
+    END_OF_WORD,
+    EOS_TOKEN,
+    bytes_to_unicode,
+    clip_vocab_from_bpe,
+    clip_vocab_from_merges,
+    read_vocab_files,
+    write_vocab_files,
+)
 
 # OpenAI's CLIP pre-tokenisation pattern: the two specials, English contractions, letter runs,
 # single digits, and runs of anything else that is neither space, letter nor digit.
@@ -45,136 +46,6 @@ CLIP_SPLIT_PATTERN = (
 
 # Hugging Face writes this when model_max_length was never set (int(1e30)); treat as unset.
 _UNSET_MAX_LENGTH = 10**20
-
-
-# --------------------------------------------------------------------------------------------
-# Vocabulary files
-# --------------------------------------------------------------------------------------------
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """Map each byte 0..255 to a printable unicode character (the GPT-2/CLIP byte alphabet).
-
-    Printable latin-1 bytes map to themselves; the other 68 bytes (controls, space, soft hyphen,
-    ...) map to code points 256, 257, ... in byte order, so every BPE symbol is a visible,
-    whitespace-free string. The dict's insertion order (printable bytes first) is the order of
-    the first 256 CLIP vocabulary ids.
-    """
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("\N{INVERTED EXCLAMATION MARK}"), ord("\N{NOT SIGN}") + 1),
-        *range(ord("\N{REGISTERED SIGN}"), ord("\N{LATIN SMALL LETTER Y WITH DIAERESIS}") + 1),
-    ]
-    mapping = {b: chr(b) for b in printable}
-    next_code = 256
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(next_code)
-            next_code += 1
-    return mapping
-
-
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file name says
-        data = gzip.decompress(data)
-    return data.decode("utf-8")
-
-
-def clip_vocab_from_bpe(bpe_path: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Build the CLIP vocabulary the way OpenAI's ``SimpleTokenizer`` does.
-
-    ``bpe_path`` is ``bpe_simple_vocab_16e6.txt.gz`` (or its decompressed ``.txt``): a header line,
-    then one merge ``"a b"`` per line. CLIP uses only the first 48,894 merges. Ids: the 256 byte
-    symbols, the same with ``</w>``, one token per merge (the merged pair), then the two specials.
-    Returns ``(vocab, merges)`` with 49,408 vocabulary entries.
-    """
-    path = Path(bpe_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"BPE merges file not found: {path}")
-    lines = _read_text(path).split("\n")
-    merge_lines = lines[1 : 1 + NUM_CLIP_MERGES]  # line 0 is a version header
-    merges: list[tuple[str, str]] = []
-    for lineno, line in enumerate(merge_lines, start=2):
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{lineno}: expected a merge 'a b', got {line!r}")
-        merges.append((parts[0], parts[1]))
-    if len(merges) != NUM_CLIP_MERGES:
-        raise ValueError(f"{path}: expected at least {NUM_CLIP_MERGES} merges, found {len(merges)}")
-
-    vocab = clip_vocab_from_merges(merges)
-    if len(vocab) != CLIP_VOCAB_SIZE:
-        raise ValueError(f"{path}: built {len(vocab)} distinct tokens, expected {CLIP_VOCAB_SIZE}")
-    return vocab, merges
-
-
-def clip_vocab_from_merges(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
-    """CLIP's id layout for a list of merges: byte symbols, the same with ``</w>``, one token per
-    merge, then ``<|startoftext|>`` and ``<|endoftext|>``, so end-of-text is the largest id (the
-    text tower pools at ``input_ids.argmax``)."""
-    symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [s + END_OF_WORD for s in symbols]
-    tokens += [a + b for a, b in merges]
-    tokens += [BOS_TOKEN, EOS_TOKEN]
-    return {tok: i for i, tok in enumerate(tokens)}
-
-
-def train_clip_vocab(texts: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Learn a small CLIP-style BPE vocabulary (CLIP's normalisation, splitting and id layout) from
-    ``texts``; for models trained by the project, where OpenAI's 49,408-token vocabulary is too big."""
-    base = 2 * 256 + 2
-    if vocab_size <= base:
-        raise ValueError(f"vocab_size must exceed {base} (byte symbols, with </w>, and two specials)")
-    trainer_tok = build_clip_tokenizer(clip_vocab_from_merges([]), [])
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 2,  # the trainer counts its alphabet and merges; the specials come after
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix=END_OF_WORD,
-        show_progress=False,
-    )
-    trainer_tok.train_from_iterator(texts, trainer)
-    raw = json.loads(trainer_tok.to_str())["model"]["merges"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in raw]
-    return clip_vocab_from_merges(merges), merges
-
-
-def write_vocab_files(
-    vocab: dict[str, int], merges: Sequence[tuple[str, str]], folder: str | Path
-) -> tuple[Path, Path]:
-    """Write ``vocab.json`` and ``merges.txt`` (with a ``#version: 0.2`` header) into ``folder``.
-
-    These are the files Hugging Face CLIP/X-CLIP checkpoints ship and ``CLIPTokenizer`` reads.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_path = folder / "vocab.json"
-    merges_path = folder / "merges.txt"
-    vocab_path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
-    merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return vocab_path, merges_path
-
-
-def read_vocab_files(folder: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Read ``vocab.json`` + ``merges.txt`` from ``folder`` (the inverse of :func:`write_vocab_files`)."""
-    folder = Path(folder)
-    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
-    try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{vocab_path}: not valid JSON ({e})") from e
-    if not isinstance(vocab, dict):
-        raise ValueError(f"{vocab_path}: expected a JSON object mapping token -> id")
-    merges: list[tuple[str, str]] = []
-    for lineno, line in enumerate(merges_path.read_text(encoding="utf-8").split("\n"), start=1):
-        if not line.strip() or (lineno == 1 and line.startswith("#version")):
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{merges_path}:{lineno}: expected a merge 'a b', got {line!r}")
-        merges.append((parts[0], parts[1]))
-    return vocab, merges
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +105,30 @@ def build_clip_tokenizer(
         ]
     )
     return tokenizer
+
+
+def train_clip_vocab(texts: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Learn a small CLIP-style BPE vocabulary (CLIP's normalisation, splitting and id layout) from
+    ``texts``; for models trained by the project, where OpenAI's 49,408-token vocabulary is too big."""
+    base = 2 * 256 + 2
+    if vocab_size <= base:
+        raise ValueError(f"vocab_size must exceed {base} (byte symbols, with </w>, and two specials)")
+    trainer_tok = build_clip_tokenizer(clip_vocab_from_merges([]), [])
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 2,  # the trainer counts its alphabet and merges; the specials come after
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix=END_OF_WORD,
+        show_progress=False,
+    )
+    trainer_tok.train_from_iterator(texts, trainer)
+    merges = backend_vocab(trainer_tok)[1]
+    return clip_vocab_from_merges(merges), merges
+
+
+def backend_vocab(tokenizer: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of a BPE ``tokenizers.Tokenizer`` (merges are "a b" strings or pairs by version)."""
+    model = json.loads(tokenizer.to_str())["model"]
+    return model["vocab"], [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,9 +401,7 @@ class CLIPTokenizer:
         folder.mkdir(parents=True, exist_ok=True)
         tok_path = folder / "tokenizer.json"
         self._tokenizer.save(str(tok_path))
-        model = json.loads(self._tokenizer.to_str())["model"]
-        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-        vocab_path, merges_path = write_vocab_files(model["vocab"], merges, folder)
+        vocab_path, merges_path = write_vocab_files(*backend_vocab(self._tokenizer), folder)
         specials = {
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
