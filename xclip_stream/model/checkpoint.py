@@ -15,6 +15,8 @@ from typing import TypeVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from .files import read_json_object
+
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 TORCH_WEIGHTS = "pytorch_model.bin"
@@ -48,7 +50,7 @@ def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
         if (folder / single).is_file():
             return _load_file(folder / single)
         if (folder / index).is_file():
-            weight_map = json.loads((folder / index).read_text()).get("weight_map")
+            weight_map = read_json_object(folder / index).get("weight_map")
             if not isinstance(weight_map, dict):
                 raise ValueError(f"{folder / index} has no weight_map")
             state: dict[str, torch.Tensor] = {}

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .files import read_json_object
+
 CONFIG_NAME = "config.json"
 
 
@@ -58,10 +60,7 @@ def read_config_json(folder: str | Path) -> dict[str, Any]:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{str(folder)!r} is not an X-CLIP checkpoint: {CONFIG_NAME} is missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    return read_json_object(path)
 
 
 @dataclass

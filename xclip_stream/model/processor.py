@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import read_json_object
 from .tokenizer import BatchEncoding, CLIPTokenizer
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
@@ -232,13 +233,7 @@ class XCLIPVideoProcessor:
             path = path / PREPROCESSOR_CONFIG
         if not path.is_file():
             raise FileNotFoundError(f"{PREPROCESSOR_CONFIG} not found in {folder}")
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(config, dict):
-            raise ValueError(f"{path}: expected a JSON object")
-        return cls.from_dict(config)
+        return cls.from_dict(read_json_object(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as preprocessor_config.json holds it (transformers reads it back as

@@ -22,9 +22,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from tokenizers.models import BPE
 
+from .files import read_json_object
 from .vocab import (  # noqa: F401  (re-exported: the tokenizer's public surface)
     BOS_TOKEN,
     CLIP_VOCAB_SIZE,
@@ -159,16 +169,6 @@ def _token_content(value: Any) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
-
-
 def _to_id_lists(ids: Any) -> list[list[int]]:
     """Token ids as tensor/array/list (1-D or 2-D) -> list of lists of int."""
     if isinstance(ids, torch.Tensor):
@@ -274,7 +274,7 @@ class CLIPTokenizer:
             path = folder / name
             if not path.is_file():
                 continue
-            data = _read_json(path)
+            data = read_json_object(path)
             for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
                 content = _token_content(data.get(key))
                 if content is not None:

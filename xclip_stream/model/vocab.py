@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from .files import read_json_object
+
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 END_OF_WORD = "</w>"
@@ -107,12 +109,7 @@ def read_vocab_files(folder: str | Path) -> tuple[dict[str, int], list[tuple[str
     """Read ``vocab.json`` + ``merges.txt`` from ``folder`` (the inverse of :func:`write_vocab_files`)."""
     folder = Path(folder)
     vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
-    try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{vocab_path}: not valid JSON ({e})") from e
-    if not isinstance(vocab, dict):
-        raise ValueError(f"{vocab_path}: expected a JSON object mapping token -> id")
+    vocab = read_json_object(vocab_path)
     merges: list[tuple[str, str]] = []
     for lineno, line in enumerate(merges_path.read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip() or (lineno == 1 and line.startswith("#version")):
