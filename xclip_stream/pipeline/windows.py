@@ -1,0 +1,86 @@
+"""Per-stream sampling and sliding windows (plain Python; one instance per stream, no shared state).
+
+A source offers every decoded frame's timestamp to the ``RateSampler`` first, so frames that are not
+kept are never converted or resized; kept frames are preprocessed once to the model's uint8 input and
+pushed into a ``WindowBuffer``, a ring of the model's frame count that emits a window every ``hop``
+frames. A gap in the stream (a reconnect, a stall) empties the ring, so no window spans missing time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from ..schemas.windows import FrameWindow
+
+
+class RateSampler:
+    """Keeps frames at ``fps`` by timestamp, not by count, so variable-rate and bursty sources sample
+    evenly; ``fps=None`` keeps every frame. The schedule advances in whole intervals (no drift) and
+    restarts after a gap or when time runs backwards (a restarted stream)."""
+
+    def __init__(self, fps: float | None):
+        if fps is not None and fps <= 0:
+            raise ValueError(f"sample rate must be positive frames per second, got {fps}")
+        self.interval = 0.0 if fps is None else 1.0 / fps
+        self._next: float | None = None
+        self._last: float | None = None
+
+    def keep(self, t: float) -> bool:
+        restart = self._next is None or (self._last is not None and t < self._last)
+        self._last = t
+        if restart:
+            self._next = t + self.interval
+            return True
+        if t < self._next - 0.01 * self.interval:  # tolerance for timestamps rounded to the time base
+            return False
+        self._next += self.interval
+        if self._next <= t:  # fell behind (a gap): restart the schedule from this frame
+            self._next = t + self.interval
+        return True
+
+
+class WindowBuffer:
+    """Ring buffer of the last ``num_frames`` kept frames of one stream; emits a window when it is full
+    and ``hop`` frames have arrived since the previous window (hop < num_frames overlaps windows)."""
+
+    def __init__(self, camera_id: str, num_frames: int, hop: int, max_gap_seconds: float | None = None):
+        if num_frames < 1 or hop < 1:
+            raise ValueError(f"num_frames and hop must be positive, got {num_frames} and {hop}")
+        if max_gap_seconds is not None and max_gap_seconds <= 0:
+            raise ValueError(f"max_gap_seconds must be positive, got {max_gap_seconds}")
+        self.camera_id = camera_id
+        self.num_frames = num_frames
+        self.hop = hop
+        self.max_gap = max_gap_seconds
+        self._ring: deque[tuple[int, float, np.ndarray]] = deque(maxlen=num_frames)
+        self._since_emit: int | None = None  # None: no window since the last reset
+        self._emitted = 0
+        self.gaps = 0  # how many times a gap emptied the ring (reported in stream health)
+
+    def push(self, seq: int, t: float, image: np.ndarray) -> FrameWindow | None:
+        """Add one preprocessed (3, S, S) uint8 frame; return a window when one is due."""
+        if self._ring and self.max_gap is not None and t - self._ring[-1][1] > self.max_gap:
+            self.reset()
+            self.gaps += 1
+        self._ring.append((seq, t, image))
+        if self._since_emit is not None:
+            self._since_emit += 1
+        if len(self._ring) < self.num_frames or (self._since_emit is not None and self._since_emit < self.hop):
+            return None
+        self._since_emit = 0
+        window = FrameWindow(
+            camera_id=self.camera_id,
+            index=self._emitted,
+            frames=np.stack([image for _, _, image in self._ring]),
+            frame_times=tuple(t for _, t, _ in self._ring),
+            frame_seqs=tuple(s for s, _, _ in self._ring),
+        )
+        self._emitted += 1
+        return window
+
+    def reset(self) -> None:
+        """Forget buffered frames (the next window starts fresh, after a full ring)."""
+        self._ring.clear()
+        self._since_emit = None
