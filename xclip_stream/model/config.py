@@ -63,9 +63,23 @@ def read_config_json(folder: str | Path) -> dict[str, Any]:
     return read_json_object(path)
 
 
+class _TowerConfig(_Config):
+    """A tower's config, which also loads from a full X-CLIP config.json (its ``base_config_key``)."""
+
+    base_config_key: ClassVar[str]
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path):
+        data = read_config_json(folder)
+        if data.get("model_type") == XCLIPConfig.model_type:
+            return getattr(XCLIPConfig.from_dict(data), cls.base_config_key)
+        return cls.from_dict(data)
+
+
 @dataclass
-class XCLIPTextConfig(_Config):
+class XCLIPTextConfig(_TowerConfig):
     model_type: ClassVar[str] = "xclip_text_model"
+    base_config_key: ClassVar[str] = "text_config"
 
     vocab_size: int = 49408
     hidden_size: int = 512
@@ -85,15 +99,11 @@ class XCLIPTextConfig(_Config):
     def __post_init__(self):
         self._check_heads(self.hidden_size, self.num_attention_heads, "text")
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> XCLIPTextConfig:
-        data = read_config_json(folder)
-        return XCLIPConfig.from_dict(data).text_config if data.get("model_type") == "xclip" else cls.from_dict(data)
-
 
 @dataclass
-class XCLIPVisionConfig(_Config):
+class XCLIPVisionConfig(_TowerConfig):
     model_type: ClassVar[str] = "xclip_vision_model"
+    base_config_key: ClassVar[str] = "vision_config"
 
     hidden_size: int = 768
     intermediate_size: int = 3072
@@ -121,11 +131,6 @@ class XCLIPVisionConfig(_Config):
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {self.num_frames}")
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> XCLIPVisionConfig:
-        data = read_config_json(folder)
-        return XCLIPConfig.from_dict(data).vision_config if data.get("model_type") == "xclip" else cls.from_dict(data)
 
     def mit_config(self) -> XCLIPVisionConfig:
         """The Multi-frame Integration Transformer reuses the vision config with its own sizes."""
