@@ -17,6 +17,9 @@ import pytest
 
 from xclip_stream.model.tokenizer import clip_vocab_from_bpe, write_vocab_files
 
+# Fixtures for real services live beside their tests' concerns: cameras (RTSP, MJPEG, HLS) and Kafka.
+pytest_plugins = ["tests.camera_fixtures", "tests.kafka_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"

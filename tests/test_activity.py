@@ -192,7 +192,9 @@ def test_to_json_dict_is_json_serialisable():
         "score",
         "peak_score",
         "windows",
+        "event_id",
     }
+    assert len(data["event_id"]) == 32 and data["event_id"] == feed(tracker(), [0.9])[0].event_id
 
 
 def test_event_validation():

@@ -9,6 +9,7 @@ frames. A gap in the stream (a reconnect, a stall) empties the ring, so no windo
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -45,7 +46,14 @@ class WindowBuffer:
     """Ring buffer of the last ``num_frames`` kept frames of one stream; emits a window when it is full
     and ``hop`` frames have arrived since the previous window (hop < num_frames overlaps windows)."""
 
-    def __init__(self, camera_id: str, num_frames: int, hop: int, max_gap_seconds: float | None = None):
+    def __init__(
+        self,
+        camera_id: str,
+        num_frames: int,
+        hop: int,
+        max_gap_seconds: float | None = None,
+        on_evict: Callable[[int], None] | None = None,
+    ):
         if num_frames < 1 or hop < 1:
             raise ValueError(f"num_frames and hop must be positive, got {num_frames} and {hop}")
         if max_gap_seconds is not None and max_gap_seconds <= 0:
@@ -54,17 +62,20 @@ class WindowBuffer:
         self.num_frames = num_frames
         self.hop = hop
         self.max_gap = max_gap_seconds
-        self._ring: deque[tuple[int, float, np.ndarray]] = deque(maxlen=num_frames)
+        self.on_evict = on_evict  # called with the seq of each frame leaving the ring (offset tracking)
+        self._ring: deque[tuple[int, float, np.ndarray, float | None]] = deque()
         self._since_emit: int | None = None  # None: no window since the last reset
         self._emitted = 0
         self.gaps = 0  # how many times a gap emptied the ring (reported in stream health)
 
-    def push(self, seq: int, t: float, image: np.ndarray) -> FrameWindow | None:
+    def push(self, seq: int, t: float, image: np.ndarray, pts: float | None = None) -> FrameWindow | None:
         """Add one preprocessed (3, S, S) uint8 frame; return a window when one is due."""
         if self._ring and self.max_gap is not None and t - self._ring[-1][1] > self.max_gap:
             self.reset()
             self.gaps += 1
-        self._ring.append((seq, t, image))
+        if len(self._ring) == self.num_frames:
+            self._evict()
+        self._ring.append((seq, t, image, pts))
         if self._since_emit is not None:
             self._since_emit += 1
         if len(self._ring) < self.num_frames or (self._since_emit is not None and self._since_emit < self.hop):
@@ -73,14 +84,26 @@ class WindowBuffer:
         window = FrameWindow(
             camera_id=self.camera_id,
             index=self._emitted,
-            frames=np.stack([image for _, _, image in self._ring]),
-            frame_times=tuple(t for _, t, _ in self._ring),
-            frame_seqs=tuple(s for s, _, _ in self._ring),
+            frames=np.stack([image for _, _, image, _ in self._ring]),
+            frame_times=tuple(t for _, t, _, _ in self._ring),
+            frame_seqs=tuple(s for s, _, _, _ in self._ring),
+            frame_pts=() if any(p is None for *_, p in self._ring) else tuple(p for *_, p in self._ring),
         )
         self._emitted += 1
         return window
 
     def reset(self) -> None:
         """Forget buffered frames (the next window starts fresh, after a full ring)."""
-        self._ring.clear()
+        while self._ring:
+            self._evict()
         self._since_emit = None
+
+    @property
+    def seqs(self) -> list[int]:
+        """Sequence numbers of the buffered frames, oldest first."""
+        return [seq for seq, *_ in self._ring]
+
+    def _evict(self) -> None:
+        seq = self._ring.popleft()[0]
+        if self.on_evict is not None:
+            self.on_evict(seq)

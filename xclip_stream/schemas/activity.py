@@ -10,6 +10,8 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass
 
+from .events import make_event_id
+
 EVENT_TYPES = ("start", "continue", "end")
 
 
@@ -58,8 +60,11 @@ class ActivityEvent:
     score: float
     peak_score: float
     windows: int
+    event_id: str = ""  # derived: hash of incident, type and window count (see __post_init__)
 
     def __post_init__(self):
+        if not self.event_id:  # deterministic, so a replayed incident repeats its ids
+            object.__setattr__(self, "event_id", make_event_id(self.incident_id, self.type, self.windows))
         if self.type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {EVENT_TYPES}, got {self.type!r}")
         if not (math.isfinite(self.start_time) and math.isfinite(self.end_time)):

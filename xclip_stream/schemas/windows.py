@@ -14,6 +14,7 @@ class FrameWindow:
     frames: np.ndarray  # (T, 3, S, S) uint8, already resized and cropped to the model's input
     frame_times: tuple[float, ...]  # wall-clock seconds of each frame (stream PTS mapped to wall time)
     frame_seqs: tuple[int, ...]  # the source's sequence number of each frame
+    frame_pts: tuple[float, ...] = ()  # media seconds of each frame; () when the source has none
 
     def __post_init__(self):
         t = self.frames.shape[0]
@@ -21,6 +22,8 @@ class FrameWindow:
             raise ValueError(f"frames must be (T, 3, S, S) uint8, got {self.frames.dtype} {self.frames.shape}")
         if not (len(self.frame_times) == len(self.frame_seqs) == t):
             raise ValueError("frame_times and frame_seqs need one entry per frame")
+        if self.frame_pts and len(self.frame_pts) != t:
+            raise ValueError("frame_pts needs one entry per frame (or none)")
 
     @property
     def start_time(self) -> float:

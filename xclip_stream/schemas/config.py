@@ -1,0 +1,213 @@
+"""Pipeline configuration: validated once, at the edge (YAML file or CLI flags), then passed down.
+
+Unknown keys are errors (a misspelt option must not be silently ignored), and every error names
+the offending path, e.g. ``cameras.1.sample_fps: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """Hysteresis of one label's activity events (see pipeline.activity)."""
+
+    on: float = Field(0.6, ge=0, le=1)
+    off: float = Field(0.4, ge=0, le=1)
+    min_on_windows: int = Field(1, ge=1)
+    min_off_windows: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.off > self.on:
+            raise ValueError(f"off ({self.off}) must not exceed on ({self.on})")
+        return self
+
+
+class LabelSet(_Strict):
+    labels: list[str] = Field(min_length=1)
+    thresholds: dict[str, Thresholds] = {}  # per label; others use ``default_thresholds``
+    default_thresholds: Thresholds = Thresholds()
+
+    @field_validator("labels")
+    @classmethod
+    def _clean(cls, labels: list[str]) -> list[str]:
+        cleaned = [label.strip() for label in labels]
+        if any(not label for label in cleaned):
+            raise ValueError("labels must not be empty strings")
+        dupes = sorted({label for label in cleaned if cleaned.count(label) > 1})
+        if dupes:
+            raise ValueError(f"duplicate labels: {', '.join(dupes)}")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _known(self):
+        unknown = sorted(set(self.thresholds) - set(self.labels))
+        if unknown:
+            raise ValueError(f"thresholds given for labels not in the set: {', '.join(unknown)}")
+        return self
+
+
+class StreamOptions(_Strict):
+    """Sampling, windowing and backpressure of one stream (defaults apply to every camera)."""
+
+    sample_fps: float = Field(4.0, gt=0)  # frames kept per second of stream time
+    hop: int | None = Field(None, ge=1)  # frames between windows; None = the model's frame count
+    max_gap_seconds: float = Field(2.0, gt=0)  # a longer gap empties the window ring
+    max_pending_windows: int = Field(4, ge=1)  # in flight to the model per stream
+    continue_every: int = Field(0, ge=0)  # activity "continue" event every N windows (0: none)
+
+
+class CameraConfig(_Strict):
+    """A camera: rtsp://, rtsps://, http(s):// (MJPEG or HLS), a file path or file://, or a local
+    device (``device:///dev/video0`` or ``/dev/video0``)."""
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")
+    url: str = Field(min_length=1)
+    labels: str | list[str] | None = None  # a label set name, an inline list, or None for the default
+    loop: bool = False  # files: start again at the end (a live camera made of a file)
+    realtime: bool | None = None  # files: pace at the file's frame rate (default: same as loop)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    options: StreamOptions | None = None  # overrides of ``defaults``
+
+
+class KafkaFrames(_Strict):
+    """A Kafka topic of encoded frames (JPEG or PNG, one per message, key = camera id, headers
+    camera_id, capture_time_ms, seq), read by ``members`` consumers of one group."""
+
+    topic: str = Field(min_length=1)
+    group_id: str = "xclip-stream"
+    members: int = Field(1, ge=1)
+    labels: str | list[str] | None = None
+    options: StreamOptions | None = None
+
+
+class KafkaConfig(_Strict):
+    bootstrap: str = Field(min_length=1, pattern=r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$")
+    events_topic: str = "xclip.events"
+    dead_letter_topic: str = "xclip.deadletter"
+    control_topic: str | None = None
+    frames: list[KafkaFrames] = []
+    session_timeout_ms: int = Field(10000, ge=1000)
+
+
+class AutoscalingConfig(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class ServeConfig(_Strict):
+    """The model deployment. ``num_gpus=None`` takes one GPU per replica when the cluster has one."""
+
+    replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingConfig | None = None
+    num_cpus: float = Field(0.5, gt=0)
+    num_gpus: float | None = Field(None, ge=0)
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+
+
+class ModelConfig(_Strict):
+    path: str = Field(min_length=1)  # checkpoint folder, or "demo"
+    device: str | None = None  # None: cuda when the replica has a GPU, else cpu
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU
+
+
+class PipelineConfig(_Strict):
+    model: ModelConfig
+    serve: ServeConfig = ServeConfig()
+    kafka: KafkaConfig | None = None  # None: events go to standard output as JSON lines
+    defaults: StreamOptions = StreamOptions()
+    label_sets: dict[str, LabelSet] = {}
+    labels: LabelSet | None = None  # the default label set of cameras that name none
+    cameras: list[CameraConfig] = []
+    max_windows: int | None = Field(None, ge=1)  # stop after this many scored windows in all
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate camera ids: {', '.join(dupes)}")
+        if not self.cameras and not (self.kafka and self.kafka.frames):
+            raise ValueError("no sources: give at least one camera or a kafka.frames topic")
+        for where, labels in self._label_refs():
+            if labels is None and self.labels is None:
+                raise ValueError(f"{where} has no labels and there is no top-level 'labels' default")
+            if isinstance(labels, str) and labels not in self.label_sets:
+                known = ", ".join(sorted(self.label_sets)) or "none defined"
+                raise ValueError(f"{where} names label set {labels!r}, which is not defined ({known})")
+            if isinstance(labels, list):
+                LabelSet(labels=labels)  # same checks as a named set
+        return self
+
+    def _label_refs(self):
+        for c in self.cameras:
+            yield f"camera {c.id!r}", c.labels
+        for f in self.kafka.frames if self.kafka else []:
+            yield f"kafka frames topic {f.topic!r}", f.labels
+
+    def label_set(self, ref: str | list[str] | None) -> LabelSet:
+        """Resolve a camera's ``labels`` reference to a label set."""
+        if ref is None:
+            assert self.labels is not None  # checked by validation
+            return self.labels
+        if isinstance(ref, str):
+            return self.label_sets[ref]
+        return LabelSet(labels=ref, default_thresholds=(self.labels or LabelSet(labels=["_"])).default_thresholds)
+
+    def stream_options(self, options: StreamOptions | None) -> StreamOptions:
+        """A camera's options: its overrides on top of ``defaults``."""
+        if options is None:
+            return self.defaults
+        return self.defaults.model_copy(update=options.model_dump(exclude_unset=True))
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message lists every problem with its path."""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {path}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "configuration") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a YAML configuration file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the configuration: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping, got {type(data).__name__}")
+    return parse_config(data, str(path))

@@ -1,0 +1,1 @@
+"""Local services for tests and the demo: a Kafka-protocol broker and test cameras."""
