@@ -77,3 +77,41 @@ def clip_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return folder
+
+
+def write_tiny_checkpoint(folder: Path, num_frames: int = 4, seed: int = 0, image_size: int = 32,
+                          hidden: int = 32, layers: int = 1) -> Path:
+    """A small random-weight X-CLIP checkpoint folder (config, weights, tokenizer, preprocessor) for
+    pipeline tests: 32x32 input, so decoding and resizing dominate nothing on 2 cores."""
+    import torch
+
+    from xclip_stream.model import XCLIPConfig, XCLIPModel, XCLIPTextConfig, XCLIPVisionConfig
+    from xclip_stream.model.processor import XCLIPVideoProcessor
+    from xclip_stream.model.tokenizer import CLIPTokenizer, train_clip_vocab
+
+    torch.manual_seed(seed)
+    config = XCLIPConfig.from_text_vision_configs(
+        XCLIPTextConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2),
+        XCLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                          num_attention_heads=2, image_size=image_size, patch_size=16, num_frames=num_frames, mit_hidden_size=32,
+                          mit_intermediate_size=64, mit_num_attention_heads=2),
+        projection_dim=32, prompt_num_attention_heads=2,
+    )
+    XCLIPModel(config).save_pretrained(folder)
+    corpus = ["a person walking", "a person running", "a person falling", "a car", "an empty scene"] * 4
+    vocab, merges = train_clip_vocab(corpus, vocab_size=config.text_config.vocab_size)
+    CLIPTokenizer.from_vocab(vocab, merges).save_pretrained(folder)
+    XCLIPVideoProcessor(size={"shortest_edge": image_size}, crop_size=image_size).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-xclip"))
+
+
+@pytest.fixture(scope="session")
+def slow_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wider, deeper 224x224 model: a few GFLOP per window, slower than a 16 fps camera on a CPU."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("slow-xclip"), image_size=224, hidden=256, layers=6)

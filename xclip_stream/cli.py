@@ -45,7 +45,83 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     c.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="compute precision; bfloat16/float16 run under autocast over float32 weights")
+
+    r = commands.add_parser(
+        "run",
+        help="run the streaming pipeline: cameras and Kafka frame topics in, label events out",
+        description="Run the live pipeline from a YAML configuration (--config), or for the simple case from "
+        "--source/--labels/--model. Events go to Kafka when --kafka-bootstrap is given, else to standard "
+        "output as JSON lines. A file source ends at its end of file unless --loop is given.",
+    )
+    r.add_argument("--config", help="pipeline YAML; it is reloaded when it changes")
+    r.add_argument("--source", action="append", default=[], metavar="[ID=]URI",
+                   help="a camera: rtsp://, http(s):// (MJPEG/HLS), a file, /dev/videoN; repeatable")
+    r.add_argument("--labels", help='comma-separated labels, e.g. "walking,running,falling"')
+    r.add_argument("--model", help="X-CLIP checkpoint folder, or 'demo'")
+    r.add_argument("--kafka-bootstrap", metavar="HOST:PORT", help="publish events to this Kafka cluster")
+    r.add_argument("--events-topic", default="xclip.events", help="events topic (default xclip.events)")
+    r.add_argument("--frames-topic", action="append", default=[], help="a Kafka topic of encoded frames")
+    r.add_argument("--max-windows", type=_positive_int, help="each source stops after N windows")
+    r.add_argument("--sample-fps", type=_positive_float, help="frames sampled per second (default 4)")
+    r.add_argument("--loop", action="store_true", help="loop file sources, paced like live cameras")
+    r.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else a local one)")
+    r.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return parser
+
+
+def run_config(args: argparse.Namespace):
+    """The pipeline configuration from --config, or from the simple-case flags."""
+    from .schemas.config import ConfigError, load_config, parse_config
+
+    simple = [f for f in ("labels", "model", "kafka_bootstrap", "sample_fps", "max_windows") if getattr(args, f)]
+    if args.config:
+        if args.source or args.frames_topic or simple:
+            raise ConfigError("--config cannot be combined with --source/--labels/--model/... flags")
+        return load_config(args.config)
+    if not (args.source or args.frames_topic):
+        raise ConfigError("give --config FILE, or at least one --source URI (or --frames-topic)")
+    if not args.labels or not args.model:
+        raise ConfigError("--labels and --model are required without --config")
+    cameras = []
+    for i, item in enumerate(args.source):
+        name, sep, uri = item.partition("=")
+        if not sep or "://" in name or "/" in name:
+            name, uri = f"cam-{i}", item
+        cameras.append({"id": name, "url": uri, "loop": args.loop})
+    data: dict = {
+        "model": {"path": args.model},
+        "labels": {"labels": [label.strip() for label in args.labels.split(",") if label.strip()]},
+        "cameras": cameras,
+    }
+    if args.sample_fps:
+        data["defaults"] = {"sample_fps": args.sample_fps}
+    if args.max_windows:
+        data["max_windows"] = args.max_windows
+    if args.kafka_bootstrap:
+        data["kafka"] = {"bootstrap": args.kafka_bootstrap, "events_topic": args.events_topic,
+                         "frames": [{"topic": t} for t in args.frames_topic]}
+    elif args.frames_topic:
+        raise ConfigError("--frames-topic needs --kafka-bootstrap")
+    return parse_config(data, "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from .actors.runner import run_pipeline
+
+    config = run_config(args)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    finished = run_pipeline(config, sys.stdout, Path(args.config) if args.config else None,
+                            ray_address=args.ray_address)
+    for key, health in sorted(finished.items()):
+        keep = {k: v for k, v in (health or {}).items() if k != "latency_ms"}
+        print(f"xclip-stream run: {key}: {json.dumps(keep)}", file=sys.stderr)
+    return 0
 
 
 def classify(args: argparse.Namespace) -> int:
@@ -75,7 +151,7 @@ def classify(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"classify": classify}
+    handlers = {"classify": classify, "run": run}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as e:

@@ -177,14 +177,24 @@ class XCLIPModel(PreTrainedMixin, nn.Module):
 
     def classify(self, pixel_values: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """Streaming fast path: (B, N) logits_per_video for cached label features (N, P)."""
+        video_embeds, context = self.encode_videos(pixel_values)
+        return self.score_videos(video_embeds, context, text_features)
+
+    def encode_videos(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 3, H, W) -> video embeddings (B, P) and prompt context (B, S-1, P): the label-free
+        half of ``classify``, so one batch of windows can be scored against several label sets."""
+        _, mit, context = self._encode_video(pixel_values)
+        return mit.pooler_output, context
+
+    def score_videos(self, video_embeds: torch.Tensor, context: torch.Tensor, text_features) -> torch.Tensor:
+        """Logits (B, N) of encoded videos against cached label features (N, P)."""
         text_features = getattr(text_features, "pooler_output", text_features)
         if text_features.ndim != 2 or text_features.shape[1] != self.config.projection_dim:
             raise ValueError(
                 f"text_features must be (N, {self.config.projection_dim}) from get_text_features, "
                 f"got shape {tuple(text_features.shape)}"
             )
-        _, mit, context = self._encode_video(pixel_values)
-        return self._scores(mit.pooler_output, context, text_features)[0]
+        return self._scores(video_embeds, context, text_features)[0]
 
     def forward(
         self,

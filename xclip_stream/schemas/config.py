@@ -136,7 +136,7 @@ class PipelineConfig(_Strict):
     label_sets: dict[str, LabelSet] = {}
     labels: LabelSet | None = None  # the default label set of cameras that name none
     cameras: list[CameraConfig] = []
-    max_windows: int | None = Field(None, ge=1)  # stop after this many scored windows in all
+    max_windows: int | None = Field(None, ge=1)  # each camera stops after this many windows
 
     @model_validator(mode="after")
     def _consistent(self):

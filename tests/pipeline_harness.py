@@ -1,0 +1,108 @@
+"""Helpers for the end-to-end pipeline tests: a Ray session, a pipeline run in a thread, and a
+reader of the events topic. Everything is real: Ray, Serve, Tansu, PyAV, the RTSP server."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from xclip_stream.actors.runner import run_pipeline
+from xclip_stream.schemas.config import parse_config
+
+LABELS = ["a person walking", "a person running", "a car"]
+
+
+def pipeline_config(checkpoint: Path, cameras: list[dict], kafka: dict | None = None, **extra) -> dict:
+    config = {
+        "model": {"path": str(checkpoint)},
+        "serve": {"replicas": 1, "num_cpus": 0.25, "max_batch_size": 8},
+        "labels": {"labels": LABELS},
+        "defaults": {"sample_fps": 8, "max_gap_seconds": 1.0},
+        "cameras": cameras,
+    }
+    if kafka is not None:
+        config["kafka"] = kafka
+    config.update(extra)
+    return config
+
+
+class PipelineThread:
+    """``run_pipeline`` in a background thread, stoppable like SIGTERM would stop it."""
+
+    def __init__(self, config: dict):
+        self.config = parse_config(config)
+        self.stop = threading.Event()
+        self.out = io.StringIO()
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            self.result = run_pipeline(self.config, self.out, stop=self.stop)
+        except BaseException as e:  # noqa: BLE001 - re-raised in join()
+            self.error = e
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+
+    def join(self, timeout: float = 120) -> dict:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the pipeline did not shut down"
+        if self.error:
+            raise self.error
+        return self.result
+
+    def lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+
+class TopicReader:
+    """Reads a topic from the beginning and keeps every record (value as JSON when it parses)."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=200)
+        self.records = []
+
+    def read_until(self, done, timeout: float = 90.0, what: str = "events") -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in self.consumer.poll(timeout_ms=300).values():
+                self.records.extend(records)
+            if done(self.values()):
+                return self.values()
+        raise AssertionError(f"timed out waiting for {what}; got {len(self.records)} records: "
+                             f"{[v.get('event_type') for v in self.values()][-20:]}")
+
+    def values(self) -> list[dict]:
+        """The JSON records (a dead-letter topic holds raw frames, which are skipped here)."""
+        out = []
+        for r in self.records:
+            try:
+                out.append(json.loads(r.value))
+            except ValueError:
+                continue
+        return out
+
+    def close(self):
+        self.consumer.close()
+
+
+def by_camera(events: list[dict], event_type: str = "xclip.window.scores") -> dict[str, list[dict]]:
+    out = defaultdict(list)
+    for e in events:
+        if e["event_type"] == event_type:
+            out[e["camera_id"]].append(e)
+    return out

@@ -1,0 +1,252 @@
+"""The streaming pipeline end to end: real Ray and Serve, a real Kafka-protocol broker (Tansu), a
+real RTSP server (gst-rtsp-server), an MJPEG HTTP camera, files and a Kafka frame topic."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jsonschema
+import numpy as np
+import pytest
+import ray
+
+from tests.media import write_index_video
+from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
+from xclip_stream.actors.runner import init_ray
+from xclip_stream.pipeline.kafka_io import encode_frame_message
+from xclip_stream.pipeline.sinks import KafkaSink
+from xclip_stream.schemas import export
+from xclip_stream.services.mjpeg import MjpegCamera
+from xclip_stream.services.rtsp_server import RtspCamera, rtsp_available
+
+FPS = 16
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    started = init_ray()
+    yield
+    if started:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """4 s at 16 fps whose frames encode their index."""
+    return write_index_video(tmp_path_factory.mktemp("media") / "index.mp4", 64, fps=FPS)
+
+
+@pytest.fixture
+def rtsp_camera(clip):
+    if not rtsp_available():
+        pytest.fail("the RTSP tests need gst-rtsp-server: apt-get install -y --no-install-recommends "
+                    "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good python3-gi")
+    with RtspCamera(clip) as camera:
+        yield camera
+
+
+def validators():
+    return {name: jsonschema.Draft202012Validator(json.loads((export.SCHEMA_DIR / f"{name}.json").read_text()))
+            for name in ("score_event", "activity_event", "stream_event")}
+
+
+def validate(events):
+    v = validators()
+    for e in events:
+        kind = e["event_type"].split(".")[1]
+        v[{"window": "score_event", "activity": "activity_event", "stream": "stream_event"}[kind]].validate(e)
+
+
+def produce_frames(bootstrap, topic, camera, n, fps=FPS, start_ms=1_700_000_000_000, first_seq=0):
+    sink = KafkaSink(bootstrap, client_id="test-camera")
+    for i in range(first_seq, first_seq + n):
+        image = np.full((48, 64, 3), (i * 8) % 256, np.uint8)
+        key, value, headers = encode_frame_message(camera, start_ms + round(i * 1000 / fps), i, image)
+        sink.send(topic, key, value, headers)
+    sink.flush()
+    sink.close()
+
+
+def expected_windows(kept_frames: int, num_frames: int = 4, hop: int = 4) -> int:
+    return 0 if kept_frames < num_frames else (kept_frames - num_frames) // hop + 1
+
+
+def test_four_kinds_of_source_at_once(ray_session, tiny_checkpoint, clip, rtsp_camera, kafka_bootstrap, kafka_topic):
+    frames_topic, events_topic = f"{kafka_topic}-frames", f"{kafka_topic}-events"
+    produce_frames(kafka_bootstrap, frames_topic, "kafka-cam", 48)  # 3 s at 16 fps
+    with MjpegCamera(clip, fps=FPS) as mjpeg:
+        config = pipeline_config(
+            tiny_checkpoint,
+            cameras=[
+                {"id": "file-cam", "url": str(clip)},
+                {"id": "rtsp-cam", "url": rtsp_camera.url, "rtsp_transport": "tcp"},
+                {"id": "mjpeg-cam", "url": mjpeg.url},
+            ],
+            kafka={"bootstrap": kafka_bootstrap, "events_topic": events_topic,
+                   "dead_letter_topic": f"{kafka_topic}-dlq", "session_timeout_ms": 3000,
+                   "frames": [{"topic": frames_topic, "group_id": kafka_topic}]},
+            max_windows=4,
+        )
+        reader = TopicReader(kafka_bootstrap, events_topic)
+        with PipelineThread(config):
+            events = reader.read_until(
+                lambda ev: all(len(by_camera(ev).get(c, [])) >= 4 for c in
+                               ("file-cam", "rtsp-cam", "mjpeg-cam", "kafka-cam")),
+                timeout=120, what="4 windows from each camera")
+        reader.close()
+    validate(events)
+    scores = by_camera(events)
+    # The file: 8 fps sampling of 16 fps media keeps every other frame, 4-frame windows back to back.
+    file_windows = scores["file-cam"]
+    assert [w["window_index"] for w in file_windows] == [0, 1, 2, 3]
+    for w in file_windows:
+        assert w["media_start"] == pytest.approx(w["window_index"] * 8 / FPS, abs=1e-3)
+        assert w["media_end"] - w["media_start"] == pytest.approx(6 / FPS, abs=1e-3)
+        assert w["end_time"] - w["start_time"] == pytest.approx(6 / FPS, abs=1e-3)
+        assert w["last_seq"] - w["first_seq"] == 6
+    # Kafka frames: times are the capture times in the headers.
+    kafka_windows = scores["kafka-cam"][:4]
+    assert [w["first_seq"] for w in kafka_windows] == [0, 8, 16, 24]
+    assert kafka_windows[0]["start_time"] == pytest.approx(1_700_000_000.0)
+    for camera, windows in scores.items():  # per-camera order and consistent times
+        assert [w["window_index"] for w in windows] == sorted(w["window_index"] for w in windows), camera
+        assert all(a["start_time"] < b["start_time"] for a, b in zip(windows, windows[1:])), camera
+        assert all(w["frame_count"] == 4 and w["top_label"] in w["scores"] for w in windows)
+    live = scores["rtsp-cam"] + scores["mjpeg-cam"]
+    assert all(w["end_time"] - w["start_time"] == pytest.approx(6 / FPS, abs=0.08) for w in live)
+
+
+def test_rtsp_camera_restart_reports_gap_and_resumes(ray_session, tiny_checkpoint, rtsp_camera, kafka_bootstrap,
+                                                      kafka_topic):
+    events_topic = f"{kafka_topic}-events"
+    config = pipeline_config(tiny_checkpoint, cameras=[{"id": "door", "url": rtsp_camera.url}],
+                             kafka={"bootstrap": kafka_bootstrap, "events_topic": events_topic})
+    reader = TopicReader(kafka_bootstrap, events_topic)
+    with PipelineThread(config):
+        reader.read_until(lambda ev: len(by_camera(ev).get("door", [])) >= 2, what="windows before the outage")
+        rtsp_camera.stop()
+        time.sleep(3)
+        outage_end = time.time()
+        rtsp_camera.start()
+        events = reader.read_until(
+            lambda ev: any(w["start_time"] > outage_end for w in by_camera(ev).get("door", [])),
+            timeout=90, what="windows after the camera came back")
+    reader.close()
+    validate(events)
+    states = [e["state"] for e in events if e["event_type"].startswith("xclip.stream.")]
+    assert "disconnected" in states and "connected" in states[states.index("disconnected"):]
+    gaps = [e for e in events if e["event_type"] == "xclip.stream.gap"]
+    assert gaps and gaps[0]["gap_end"] - gaps[0]["gap_start"] >= 2.5
+    windows = by_camera(events)["door"]
+    assert all(a["start_time"] < b["start_time"] for a, b in zip(windows, windows[1:]))
+    # No window spans the outage.
+    assert not any(w["start_time"] < gaps[0]["gap_start"] < w["end_time"] for w in windows)
+
+
+def test_malformed_frames_go_to_the_dead_letter_topic(ray_session, tiny_checkpoint, kafka_bootstrap, kafka_topic):
+    frames_topic, events_topic, dlq = (f"{kafka_topic}-{s}" for s in ("frames", "events", "dlq"))
+    produce_frames(kafka_bootstrap, frames_topic, "cam-a", 16)
+    key, value, headers = encode_frame_message("cam-a", 1_700_000_001_000, 99, np.zeros((48, 64, 3), np.uint8))
+    bad = [
+        ("corrupt_image", key, value[:20] + bytes(200) + value[220:], headers),
+        ("corrupt_image", key, value[: len(value) // 2], headers),  # truncated
+        ("missing_header", key, value, [h for h in headers if h[0] != "seq"]),
+        ("key_mismatch", b"cam-b", value, headers),
+        ("unsupported_format", key, b"not an image at all", headers),
+    ]
+    sink = KafkaSink(kafka_bootstrap)
+    for _, k, v, h in bad:
+        sink.send(frames_topic, k, v, h)
+    sink.flush()
+    sink.close()
+    produce_frames(kafka_bootstrap, frames_topic, "cam-a", 16, first_seq=16)
+    config = pipeline_config(tiny_checkpoint, cameras=[], kafka={
+        "bootstrap": kafka_bootstrap, "events_topic": events_topic, "dead_letter_topic": dlq,
+        "session_timeout_ms": 3000, "frames": [{"topic": frames_topic, "group_id": kafka_topic}]})
+    events_reader, dlq_reader = TopicReader(kafka_bootstrap, events_topic), TopicReader(kafka_bootstrap, dlq)
+    with PipelineThread(config):
+        # 32 good frames at 16 fps sampled at 8 fps: 16 kept, 4 windows.
+        events_reader.read_until(lambda ev: len(by_camera(ev).get("cam-a", [])) >= 4, what="good windows")
+        dlq_reader.read_until(lambda _: len(dlq_reader.records) >= len(bad), what="dead letters")
+    windows = by_camera(events_reader.values())["cam-a"]
+    assert [w["first_seq"] for w in windows] == [0, 8, 16, 24]  # nothing lost around the bad records
+    reasons = sorted(dict(r.headers)["dlq_reason"].decode() for r in dlq_reader.records)
+    assert reasons == sorted(reason for reason, *_ in bad)
+    assert sorted(r.value for r in dlq_reader.records) == sorted(v for *_, v, _ in bad)  # unchanged payloads
+    for record in dlq_reader.records:
+        h = dict(record.headers)
+        assert h["dlq_topic"].decode() == frames_topic and int(h["dlq_partition"]) in range(4)
+        assert h["dlq_detail"] and "dlq_offset" in h  # a human-readable message, and where it was
+    events_reader.close()
+    dlq_reader.close()
+
+
+def test_killed_replica_loses_no_window(ray_session, tiny_checkpoint, clip, kafka_bootstrap, kafka_topic):
+    events_topic = f"{kafka_topic}-events"
+    config = pipeline_config(tiny_checkpoint, cameras=[{"id": "lobby", "url": str(clip), "realtime": True}],
+                             kafka={"bootstrap": kafka_bootstrap, "events_topic": events_topic})
+    config["serve"]["replicas"] = 2
+    reader = TopicReader(kafka_bootstrap, events_topic)
+    run = PipelineThread(config).__enter__()
+    reader.read_until(lambda ev: len(by_camera(ev).get("lobby", [])) >= 1, what="the first window")
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "XCLIPReplica" in a["name"]]
+    assert len(replicas) == 2
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
+    result = run.join(timeout=120)  # the file ends by itself
+    events = reader.read_until(lambda ev: len(by_camera(ev).get("lobby", [])) >= expected_windows(32),
+                               timeout=30, what="every window of the file")
+    reader.close()
+    assert [w["window_index"] for w in by_camera(events)["lobby"]] == list(range(expected_windows(32)))
+    assert result["camera:lobby"]["windows_scored"] == expected_windows(32)
+
+
+def test_consumer_restart_resumes_from_committed_offset(ray_session, tiny_checkpoint, kafka_bootstrap,
+                                                        kafka_topic):
+    frames_topic, events_topic = f"{kafka_topic}-frames", f"{kafka_topic}-events"
+    kafka = {"bootstrap": kafka_bootstrap, "events_topic": events_topic, "session_timeout_ms": 3000,
+             "frames": [{"topic": frames_topic, "group_id": kafka_topic}]}
+    config = pipeline_config(tiny_checkpoint, cameras=[], kafka=kafka)
+    reader = TopicReader(kafka_bootstrap, events_topic)
+    produce_frames(kafka_bootstrap, frames_topic, "cam-r", 32)  # 4 windows
+    with PipelineThread(config):
+        reader.read_until(lambda ev: len(by_camera(ev).get("cam-r", [])) >= 4, what="first run's windows")
+        time.sleep(1.5)  # one commit interval
+    first_run = len(by_camera(reader.values())["cam-r"])
+    produce_frames(kafka_bootstrap, frames_topic, "cam-r", 32, first_seq=32)
+    with PipelineThread(config):
+        events = reader.read_until(lambda ev: any(w["first_seq"] >= 56 for w in by_camera(ev).get("cam-r", [])),
+                                   what="second run's windows")
+    reader.close()
+    second = by_camera(events)["cam-r"][first_run:]
+    # The second run starts where the first one's committed work ended: no window is re-scored from
+    # the start of the topic, and none is skipped.
+    assert second[0]["first_seq"] >= 24
+    firsts = sorted({w["first_seq"] for w in by_camera(events)["cam-r"]})
+    assert firsts == list(range(0, 64, 8))
+
+
+def test_live_source_faster_than_inference_drops_and_stays_bounded(ray_session, slow_checkpoint, clip):
+    # 16 fps sampled in full with a hop of 1: 16 windows/s, more than the slow model scores on one
+    # CPU; the camera must drop its oldest windows, report it, and not fall behind.
+    with MjpegCamera(clip, fps=FPS) as mjpeg:
+        config = pipeline_config(slow_checkpoint, cameras=[{"id": "fast", "url": mjpeg.url,
+                                                            "options": {"sample_fps": 16, "hop": 1,
+                                                                        "max_pending_windows": 2}}])
+        config["serve"].update(max_batch_size=1, batch_wait_timeout_s=0.0)
+        config["serve"]["num_cpus"] = 0.25
+        with PipelineThread(config) as run:
+            time.sleep(12)
+            run.stop.set()
+            run.join()
+    lines = run.lines()
+    windows = [e for e in lines if e["event_type"] == "xclip.window.scores"]
+    dropped = [e for e in lines if e["event_type"] == "xclip.stream.dropped"]
+    health = run.result["camera:fast"]
+    assert health["windows_dropped"] > 0 and dropped, health
+    assert health["pending"] <= 2
+    latencies = sorted(w["latency_ms"] for w in windows[len(windows) // 2:])
+    assert latencies[-1] < 3000, latencies[-5:]  # bounded: no growing backlog

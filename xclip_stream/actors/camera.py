@@ -1,0 +1,146 @@
+"""One Ray actor per camera: decode and window in a thread it owns, score and publish in its loop.
+
+    VideoSource --frames--> WindowStage --windows--> PendingWindows --> ScoringLoop --> sink
+    (decode thread)                                   (bounded)         (actor event loop)
+
+Live cameras drop their oldest pending window when the model falls behind (counted, and reported
+as a ``dropped`` stream event); files block instead and lose nothing. ``stop()`` stops the source,
+drains every window already cut, ends open incidents, and flushes the sink before ``run()`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import ray
+
+from ..pipeline.events import EventBuilder
+from ..pipeline.scoring import ModelInfo, frame_preprocessor
+from ..pipeline.sources import VideoSource, redact_url
+from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
+from ..schemas.config import CameraConfig, LabelSet, StreamOptions
+from ..schemas.events import StreamStats
+from .output import SinkSpec, make_sink
+from .replica import get_handle
+from .scoring import ScoringLoop, send_events
+
+log = logging.getLogger(__name__)
+
+DROP_REPORT_INTERVAL_S = 5.0
+
+
+@ray.remote(num_cpus=0.1, max_restarts=0)
+class CameraActor:
+    def __init__(self, camera: dict, labels: dict, options: dict, model: ModelInfo, sink: SinkSpec,
+                 max_windows: int | None = None):
+        self.camera = CameraConfig.model_validate(camera)
+        self.options = StreamOptions.model_validate(options)
+        self.model = model
+        self.sink_spec = sink
+        self.max_windows = max_windows
+        self.source_name = redact_url(self.camera.url)
+        self.builder = EventBuilder(self.camera.id, model.name, LabelSet.model_validate(labels),
+                                    self.options.continue_every)
+        self.source = VideoSource(
+            self.camera.id, self.camera.url, loop=self.camera.loop, realtime=self.camera.realtime,
+            rtsp_transport=self.camera.rtsp_transport, on_status=self._on_status,
+        )
+        self.pending = PendingWindows(self.options.max_pending_windows, drop_oldest=self.source.is_live)
+        self.stage = WindowStage(self.camera.id, frame_preprocessor(model), model.num_frames,
+                                 self.options.sample_fps, self.options.hop, self.options.max_gap_seconds)
+        self.sink, self.lines = make_sink(sink, client_id=f"xclip-stream-{self.camera.id}")
+        self.loop: ScoringLoop | None = None
+        self.windows = 0
+        self.gaps = 0
+        self.error = ""
+        self._last_drop_report = 0.0
+        self._reported_drops = 0
+
+    # -- control (called by the supervisor) ---------------------------------------------------
+    async def run(self) -> dict:
+        """Stream until the source ends (a file), ``max_windows`` or ``stop()``; returns final stats."""
+        self.loop = ScoringLoop(get_handle(), self.pending, lambda _: self.builder, self._publish)
+        decoder = threading.Thread(target=self._decode, name=f"decode-{self.camera.id}", daemon=True)
+        decoder.start()
+        await self.loop.run()
+        await asyncio.get_running_loop().run_in_executor(None, decoder.join)
+        self._send(self.builder.flush())
+        self._report_drops(force=True)
+        self.sink.flush()
+        return self._health()
+
+    async def stop(self) -> None:
+        self.source.stop()
+
+    async def relabel(self, labels: dict) -> None:
+        self._send(self.builder.relabel(LabelSet.model_validate(labels)))
+
+    async def health(self) -> dict:
+        return self._health()
+
+    def _health(self) -> dict:
+        s = self.source.stats
+        return {
+            "camera_id": self.camera.id, "source": self.source_name, "state": s.state,
+            "frames_decoded": s.frames_decoded, "frames_sampled": s.frames_kept,
+            "windows_emitted": self.windows, "windows_scored": self.loop.stats.scored if self.loop else 0,
+            "windows_dropped": self.pending.dropped, "pending": len(self.pending),
+            "reconnects": s.reconnects, "gaps": self.gaps, "last_error": s.last_error or self.error,
+            "latency_ms": list(self.loop.stats.latencies_ms)[-50:] if self.loop else [],
+        }
+
+    async def take_output(self) -> list[str]:
+        return self.lines.take() if self.lines is not None else []
+
+    # -- decode thread --------------------------------------------------------------------------
+    def _decode(self) -> None:
+        last_time = None
+        try:
+            for frame in self.source.frames(keep=self.stage.keep):
+                if last_time is not None and frame.time - last_time > self.options.max_gap_seconds:
+                    self.gaps += 1
+                    self._send([self._stream_event("gap", "no frames", gap=(last_time, frame.time))])
+                last_time = frame.time
+                window = self.stage.push(frame)
+                if window is None:
+                    continue
+                self.windows += 1
+                if self.pending.put(window) is not None:
+                    self._report_drops()
+                if self.max_windows is not None and self.windows >= self.max_windows:
+                    self.source.stop()
+        except QueueClosed:
+            pass
+        except Exception as e:  # noqa: BLE001 - reported as a failed stream, the actor stays up
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("camera %s: stream failed: %s", self.camera.id, self.error)
+            self._send([self._stream_event("failed", self.error)])
+        finally:
+            self.pending.close()
+
+    def _on_status(self, state: str, reason: str) -> None:
+        self._send([self._stream_event(state, reason)])
+
+    def _report_drops(self, force: bool = False) -> None:
+        now = time.monotonic()
+        new = self.pending.dropped - self._reported_drops
+        if new and (force or now - self._last_drop_report >= DROP_REPORT_INTERVAL_S):
+            self._last_drop_report, self._reported_drops = now, self.pending.dropped
+            self._send([self._stream_event("dropped", f"{new} pending windows dropped: inference is behind")])
+
+    # -- output ---------------------------------------------------------------------------------
+    def _stream_event(self, state: str, reason: str, gap=None):
+        h = self._health()
+        stats = StreamStats(h["frames_decoded"], h["frames_sampled"], h["windows_emitted"], h["windows_scored"],
+                            h["windows_dropped"], h["reconnects"], h["gaps"], 0)
+        return self.builder.stream_event(state, self.source_name, reason, stats, gap)
+
+    def _publish(self, window, events: list) -> None:
+        self._send(events)
+
+    def _send(self, events: list) -> None:
+        if events:
+            send_events(self.sink, self.sink_spec.events_topic, events)

@@ -1,0 +1,45 @@
+"""Where a stream actor's events go: a Kafka topic, or (no Kafka configured) back to the driver,
+which prints them as JSON lines. Both sinks share one interface (send / flush / close)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    bootstrap: str | None  # None: collect in the actor for the driver to print
+    events_topic: str = "xclip.events"
+    dead_letter_topic: str = "xclip.deadletter"
+
+
+class LineBuffer:
+    """A text stream that keeps whole lines until the driver takes them (stdout mode)."""
+
+    def __init__(self):
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._lines.extend(line for line in text.splitlines() if line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> list[str]:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        return lines
+
+
+def make_sink(spec: SinkSpec, client_id: str):
+    """(sink, line buffer or None)."""
+    from ..pipeline.kafka_io import JsonLinesSink, KafkaSink
+
+    if spec.bootstrap:
+        return KafkaSink(spec.bootstrap, client_id=client_id), None
+    buffer = LineBuffer()
+    return JsonLinesSink(buffer), buffer

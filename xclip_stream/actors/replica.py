@@ -1,0 +1,86 @@
+"""The model as a Ray Serve deployment: windows from every stream are batched into one forward pass.
+
+Streams call ``score(frames, labels)`` one window at a time; ``@serve.batch`` gathers concurrent
+calls from all streams into one batch (up to ``max_batch_size``, waiting at most
+``batch_wait_timeout_s``). The forward pass runs in a worker thread so the replica's event loop
+keeps answering health checks and queueing the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import ray
+from ray import serve
+
+from ..pipeline.scoring import BatchScorer
+from ..schemas.config import ModelConfig, ServeConfig
+
+APP_NAME = "xclip-stream"
+DEPLOYMENT_NAME = "XCLIPReplica"
+
+
+class XCLIPReplica:
+    def __init__(self, model: dict, max_batch_size: int, batch_wait_timeout_s: float):
+        config = ModelConfig.model_validate(model)
+        self.scorer = BatchScorer(config.path, device=config.device, precision=config.precision)
+        self.score_batch.set_max_batch_size(max_batch_size)
+        self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.batches = 0
+
+    async def score(self, frames: np.ndarray, labels: tuple[str, ...]) -> list[float]:
+        """One window (T, 3, S, S) uint8 against its label set -> logits, one per label."""
+        return await self.score_batch(frames, tuple(labels))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def score_batch(self, frames: list[np.ndarray], labels: list[tuple[str, ...]]) -> list[list[float]]:
+        self.batches += 1
+        return await asyncio.get_running_loop().run_in_executor(None, self.scorer.score, frames, labels)
+
+    def info(self) -> dict:
+        return {"device": str(self.scorer.device), "precision": self.scorer.precision, "batches": self.batches,
+                "num_frames": self.scorer.num_frames}
+
+    def check_health(self) -> None:
+        """Serve restarts a replica whose check raises: the weights must still be finite."""
+        weight = self.scorer.model.logit_scale
+        if not bool(weight.isfinite().all()):
+            raise RuntimeError("model weights are no longer finite")
+
+
+def replica_options(serve_config: ServeConfig) -> dict:
+    """Deployment options from the configuration: one GPU per replica when the cluster has one
+    (unless set), fractional CPUs otherwise, fixed replicas or autoscaling."""
+    num_gpus = serve_config.num_gpus
+    if num_gpus is None:
+        num_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    options: dict = {
+        "name": DEPLOYMENT_NAME,
+        "ray_actor_options": {"num_cpus": serve_config.num_cpus, "num_gpus": num_gpus},
+        "max_ongoing_requests": max(serve_config.max_ongoing_requests, serve_config.max_batch_size),
+        "health_check_period_s": 5.0,
+        "health_check_timeout_s": 30.0,
+        "logging_config": {"log_level": "WARNING", "enable_access_log": False},
+    }
+    if serve_config.autoscaling is not None:
+        a = serve_config.autoscaling
+        options["autoscaling_config"] = {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+                                         "target_ongoing_requests": a.target_ongoing_requests}
+    else:
+        options["num_replicas"] = serve_config.replicas
+    return options
+
+
+def deploy(model: ModelConfig, serve_config: ServeConfig):
+    """Start (or update) the model application; returns its deployment handle."""
+    app = serve.deployment(XCLIPReplica).options(**replica_options(serve_config)).bind(
+        model.model_dump(), serve_config.max_batch_size, serve_config.batch_wait_timeout_s
+    )
+    serve.start(logging_config={"log_level": "WARNING", "enable_access_log": False})
+    return serve.run(app, name=APP_NAME, route_prefix=None)
+
+
+def get_handle():
+    """The model's handle from inside any actor of the cluster."""
+    return serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=APP_NAME)

@@ -1,0 +1,170 @@
+"""Run a pipeline from a validated configuration: Ray, the model deployment, the supervisor, and
+the control plane (a reloaded configuration file and/or a Kafka control topic), until the sources
+end, ``max_windows`` is reached, or the process is asked to stop (SIGINT/SIGTERM)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+import ray
+from ray import serve
+
+from ..pipeline.control import apply_control, parse_control
+from ..pipeline.scoring import ModelInfo
+from ..schemas.config import ConfigError, PipelineConfig, load_config
+from .output import SinkSpec
+from .replica import APP_NAME, deploy
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+RAY_ENV = {  # local clusters: loopback only, no token files, no usage reporting
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "1",
+}
+
+
+def init_ray(address: str | None = None) -> bool:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local cluster. True if we started it."""
+    if ray.is_initialized():
+        return False
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    address = address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
+             configure_logging=False, runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}})
+    return address is None
+
+
+class ConfigWatcher:
+    """Reloads the configuration file when it changes; a bad edit is logged and ignored."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.mtime = path.stat().st_mtime_ns
+
+    def changed(self) -> PipelineConfig | None:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+        if mtime == self.mtime:
+            return None
+        self.mtime = mtime
+        try:
+            return load_config(self.path)
+        except ConfigError as e:
+            log.error("configuration change refused, keeping the running one:\n%s", e)
+            return None
+
+
+class ControlTopic:
+    """Reads control messages (see pipeline.control) from a Kafka topic, from its end: changes made
+    before this run started are already in the configuration it was given."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        from ..pipeline.kafka_io import make_consumer
+
+        self.consumer = make_consumer(bootstrap, topic, group_id=f"xclip-control-{os.getpid()}-{time.time_ns()}",
+                                      auto_offset_reset="latest")
+
+    def poll(self) -> list[dict]:
+        messages = []
+        for records in self.consumer.poll(timeout_ms=0).values():
+            for record in records:
+                try:
+                    messages.append(parse_control(record.value))
+                except ConfigError as e:
+                    log.error("control message at offset %d refused: %s", record.offset, e)
+        return messages
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    out: TextIO,
+    config_path: Path | None = None,
+    stop: threading.Event | None = None,
+    ray_address: str | None = None,
+) -> dict:
+    """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
+    stop = stop or threading.Event()
+    started_ray = init_ray(ray_address)
+    previous = _install_signal_handlers(stop)
+    supervisor = None
+    control = None
+    try:
+        model = ModelInfo.read(config.model.path)
+        if config.kafka:
+            from ..services.tansu import create_topics
+
+            create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1})
+            if config.kafka.control_topic:
+                control = ControlTopic(config.kafka.bootstrap, config.kafka.control_topic)
+        deploy(config.model, config.serve)
+        sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
+                        config.kafka.events_topic if config.kafka else "",
+                        config.kafka.dead_letter_topic if config.kafka else "")
+        supervisor = Supervisor(config, model, sink, config.max_windows)
+        supervisor.start()
+        watcher = ConfigWatcher(config_path) if config_path else None
+        while not stop.is_set() and not supervisor.done:
+            supervisor.poll(0.5)
+            _write(out, supervisor.take_output())
+            new = watcher.changed() if watcher else None
+            for message in control.poll() if control else []:
+                try:
+                    new = apply_control(new or supervisor.config, message)
+                except ConfigError as e:
+                    log.error("control message refused: %s", e)
+            if new is not None:
+                supervisor.apply(new)
+        supervisor.stop()
+        _write(out, supervisor.take_output())
+        return supervisor.finished
+    finally:
+        _restore_signal_handlers(previous)
+        if control:
+            control.close()
+        if supervisor and supervisor.workers:
+            supervisor.stop(timeout=10)
+        serve.delete(APP_NAME, _blocking=True) if ray.is_initialized() else None
+        if started_ray:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _write(out: TextIO, lines: list[str]) -> None:
+    for line in lines:
+        out.write(line + "\n")
+    if lines:
+        out.flush()
+
+
+def _install_signal_handlers(stop: threading.Event):
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    return previous
+
+
+def _restore_signal_handlers(previous) -> None:
+    for sig, handler in (previous or {}).items():
+        signal.signal(sig, handler)
+
+
+def summarize(finished: dict) -> str:
+    return json.dumps(finished, default=str)

@@ -1,0 +1,208 @@
+"""The supervisor: starts the actors a configuration asks for, restarts those that die, and
+reconciles them with a changed configuration. It runs in the driver and owns every actor it starts.
+
+A worker whose ``run()`` returns has finished (a file reached its end); one whose actor died
+(crash, node loss, killed) is started again with exponential backoff, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from ..pipeline.scoring import ModelInfo
+from ..schemas.config import PipelineConfig
+from .camera import CameraActor
+from .kafka_frames import KafkaFramesActor
+from .output import SinkSpec
+
+log = logging.getLogger(__name__)
+
+MAX_RESTART_DELAY_S = 30.0
+
+
+@dataclass
+class Worker:
+    key: str
+    spec: dict  # what started it: compared on reconfiguration
+    actor: object = None
+    ref: object = None
+    restarts: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    def __init__(self, config: PipelineConfig, model: ModelInfo, sink: SinkSpec, max_windows: int | None = None):
+        self.config = config
+        self.model = model
+        self.sink = sink
+        self.max_windows = max_windows
+        self.workers: dict[str, Worker] = {}
+        self.finished: dict[str, dict] = {}
+        self.stopping = False
+        self._lines: list[str] = []  # output of workers that have ended, not yet taken
+
+    # -- desired state --------------------------------------------------------------------------
+    def _desired(self, config: PipelineConfig) -> dict[str, dict]:
+        specs = {}
+        for c in config.cameras:
+            specs[f"camera:{c.id}"] = {
+                "kind": "camera", "camera": c.model_dump(), "labels": config.label_set(c.labels).model_dump(),
+                "options": config.stream_options(c.options).model_dump(),
+            }
+        if config.kafka:
+            for f in config.kafka.frames:
+                for member in range(f.members):
+                    specs[f"frames:{f.topic}#{member}"] = {
+                        "kind": "frames", "frames": f.model_dump(), "member": member,
+                        "labels": config.label_set(f.labels).model_dump(),
+                        "options": config.stream_options(f.options).model_dump(),
+                        "session_timeout_ms": config.kafka.session_timeout_ms,
+                    }
+        return specs
+
+    def start(self) -> None:
+        for key, spec in self._desired(self.config).items():
+            self._launch(Worker(key, spec))
+
+    def _launch(self, worker: Worker) -> None:
+        spec = worker.spec
+        if spec["kind"] == "camera":
+            worker.actor = CameraActor.remote(spec["camera"], spec["labels"], spec["options"], self.model,
+                                              self.sink, self.max_windows)
+        else:
+            worker.actor = KafkaFramesActor.remote(spec["frames"], spec["labels"], spec["options"], self.model,
+                                                   self.sink, spec["session_timeout_ms"], spec["member"])
+        worker.ref = worker.actor.run.remote()
+        worker.restart_at = None
+        self.workers[worker.key] = worker
+        log.info("started %s", worker.key)
+
+    # -- watching -------------------------------------------------------------------------------
+    def poll(self, timeout: float = 0.5) -> None:
+        """Reap finished workers, schedule restarts of dead ones, start those due."""
+        running = {w.ref: w for w in self.workers.values() if w.ref is not None}
+        if running:
+            ready, _ = ray.wait(list(running), num_returns=len(running), timeout=timeout)
+            for ref in ready:
+                self._reap(running[ref])
+        else:
+            time.sleep(timeout)
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.ref is None and worker.restart_at is not None and now >= worker.restart_at:
+                worker.restarts += 1
+                self._launch(worker)
+
+    def _reap(self, worker: Worker) -> None:
+        try:
+            result = ray.get(worker.ref)
+        except (RayActorError, RayTaskError) as e:
+            worker.ref = None
+            if self.stopping:
+                del self.workers[worker.key]
+                return
+            delay = min(MAX_RESTART_DELAY_S, 2.0 ** worker.restarts)
+            worker.restart_at = time.monotonic() + delay
+            log.error("%s died; restarting in %.0f s: %s", worker.key, delay, e)
+            return
+        self.finished[worker.key] = result
+        self._end(worker)
+        log.info("%s finished", worker.key)
+
+    def _end(self, worker: Worker) -> None:
+        """Collect a drained worker's last output and end its actor."""
+        self._lines.extend(self._take_output(worker))
+        self.workers.pop(worker.key, None)
+        ray.kill(worker.actor)
+
+    @property
+    def done(self) -> bool:
+        return not self.workers
+
+    def take_output(self) -> list[str]:
+        """JSON lines collected by the actors (stdout mode), in per-actor order."""
+        lines, self._lines = self._lines, []
+        for worker in list(self.workers.values()):
+            if worker.ref is not None:
+                lines.extend(self._take_output(worker))
+        return lines
+
+    def _take_output(self, worker: Worker) -> list[str]:
+        if self.sink.bootstrap:
+            return []
+        try:
+            return ray.get(worker.actor.take_output.remote(), timeout=30)
+        except (RayActorError, RayTaskError, ray.exceptions.GetTimeoutError):
+            return []
+
+    def health(self) -> dict[str, dict]:
+        out = {}
+        refs = {w.key: w.actor.health.remote() for w in self.workers.values() if w.ref is not None}
+        for key, ref in refs.items():
+            try:
+                out[key] = {**ray.get(ref, timeout=10), "restarts": self.workers[key].restarts}
+            except Exception as e:  # noqa: BLE001 - a dying actor has no health to report
+                out[key] = {"state": "unreachable", "error": type(e).__name__}
+        return out
+
+    # -- reconfiguration ------------------------------------------------------------------------
+    def apply(self, config: PipelineConfig) -> None:
+        """Reconcile with a new configuration: start new sources, stop removed ones, relabel in
+        place when only the labels changed, restart when anything else about a source changed."""
+        desired = self._desired(config)
+        for key in list(self.workers):
+            if key not in desired:
+                self._retire(key)
+        for key, spec in desired.items():
+            worker = self.workers.get(key)
+            if worker is None:
+                if key not in self.finished:
+                    self._launch(Worker(key, spec))
+                continue
+            if spec == worker.spec:
+                continue
+            if {k: v for k, v in spec.items() if k != "labels"} == {
+                k: v for k, v in worker.spec.items() if k != "labels"
+            }:
+                worker.actor.relabel.remote(spec["labels"])
+                worker.spec = spec
+                log.info("relabelled %s", key)
+            else:
+                self._retire(key)
+                self._launch(Worker(key, spec))
+        self.config = config
+
+    def _retire(self, key: str, timeout: float = 60.0) -> None:
+        worker = self.workers[key]
+        if worker.ref is None:
+            del self.workers[key]
+            return
+        worker.actor.stop.remote()
+        try:
+            ray.get(worker.ref, timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - it is going away either way
+            log.warning("%s did not stop cleanly: %s", key, e)
+        self._end(worker)
+        log.info("stopped %s", key)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop every source, wait for each to drain and flush, then end the actors."""
+        self.stopping = True
+        for w in self.workers.values():
+            if w.ref is not None:
+                w.actor.stop.remote()
+        deadline = time.monotonic() + timeout
+        for w in list(self.workers.values()):
+            if w.ref is None:
+                continue
+            try:
+                self.finished[w.key] = ray.get(w.ref, timeout=max(1.0, deadline - time.monotonic()))
+            except Exception as e:  # noqa: BLE001
+                log.warning("%s did not drain in time: %s", w.key, e)
+            self._end(w)
+        self.workers.clear()

@@ -1,0 +1,30 @@
+"""Kafka I/O in one import: frame messages in, events and dead letters out, offsets committed.
+
+The code lives in three modules; this one only gathers their public names:
+``frame_messages`` (frame record format, decoding, dead-letter headers), ``sinks`` (Kafka and JSON
+lines sinks, CloudEvents headers) and ``offsets`` (at-least-once commit tracking, group consumer).
+"""
+
+from xclip_stream.pipeline.frame_messages import (
+    FRAME_HEADERS,
+    BadMessage,
+    dead_letter_headers,
+    decode_frame_message,
+    encode_frame_message,
+)
+from xclip_stream.pipeline.offsets import OffsetTracker, make_consumer
+from xclip_stream.pipeline.sinks import CompletedFuture, JsonLinesSink, KafkaSink, cloudevent_headers
+
+__all__ = [
+    "FRAME_HEADERS",
+    "BadMessage",
+    "CompletedFuture",
+    "JsonLinesSink",
+    "KafkaSink",
+    "OffsetTracker",
+    "cloudevent_headers",
+    "dead_letter_headers",
+    "decode_frame_message",
+    "encode_frame_message",
+    "make_consumer",
+]

@@ -1,0 +1,123 @@
+"""At-least-once consumption: commit a partition only up to the first record not yet fully handled.
+
+One frame record can feed several windows that finish out of order (and on other threads), so the
+consumer cannot commit what it has polled. It counts references instead: ``add`` when polled,
+``hold`` for each window that uses the frame, ``release`` when that window's event is published and
+once more when the frame itself is done. The commit point of a partition is its lowest offset still
+referenced; after a crash, everything from there on is read again (events have deterministic ids,
+so a consumer drops the duplicates).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer
+
+_RAW_BYTES_ONLY = ("key_deserializer", "value_deserializer")
+
+
+@dataclass
+class _PartitionState:
+    refs: dict[int, int] = field(default_factory=dict)  # offset -> references still held
+    last_added: int = -1
+    committed: int | None = None
+
+
+class OffsetTracker:
+    """Reference counts of consumed records per partition, and the offsets safe to commit.
+
+    Thread-safe: the consumer thread adds and commits while sinks release from their callbacks."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._partitions: dict[Hashable, _PartitionState] = {}
+
+    def add(self, tp: Hashable, offset: int) -> None:
+        """A record was consumed: it is outstanding with one reference (released when it is handled)."""
+        with self._lock:
+            state = self._partitions.setdefault(tp, _PartitionState())
+            if offset in state.refs:
+                raise ValueError(f"offset {offset} of {tp} is already outstanding")
+            state.refs[offset] = 1
+            state.last_added = max(state.last_added, offset)
+
+    def hold(self, tp: Hashable, offset: int) -> None:
+        """One more user of an outstanding record (a window that contains the frame)."""
+        with self._lock:
+            state = self._partitions.get(tp)
+            if state is None or offset not in state.refs:
+                raise KeyError(f"offset {offset} of {tp} is not outstanding: hold it before releasing it")
+            state.refs[offset] += 1
+
+    def release(self, tp: Hashable, offset: int) -> bool:
+        """Drop one reference; at zero the record is done. Returns False, and changes nothing, for a
+        record that is not tracked, e.g. a late release after its partition was revoked."""
+        with self._lock:
+            state = self._partitions.get(tp)
+            if state is None or offset not in state.refs:
+                return False
+            state.refs[offset] -= 1
+            if state.refs[offset] == 0:
+                del state.refs[offset]
+            return True
+
+    def committable(self) -> dict[Hashable, int]:
+        """Per partition that advanced since it was last committed, the offset to commit: the lowest
+        outstanding offset, or the last added + 1 when none is outstanding (Kafka's commit means
+        "the next record to read")."""
+        with self._lock:
+            result = {}
+            for tp, state in self._partitions.items():
+                if state.last_added < 0:
+                    continue
+                position = min(state.refs) if state.refs else state.last_added + 1
+                if state.committed is None or position > state.committed:
+                    result[tp] = position
+            return result
+
+    def mark_committed(self, offsets: dict[Hashable, int]) -> None:
+        """Record a successful commit (offsets as returned by :meth:`committable`)."""
+        with self._lock:
+            for tp, offset in offsets.items():
+                state = self._partitions.get(tp)
+                if state is not None and (state.committed is None or offset > state.committed):
+                    state.committed = offset
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        """Drop partitions revoked in a rebalance: their new owner re-reads what was not committed."""
+        with self._lock:
+            for tp in tps:
+                self._partitions.pop(tp, None)
+
+    def outstanding(self) -> int:
+        """Records consumed but not yet fully handled, over all partitions."""
+        with self._lock:
+            return sum(len(state.refs) for state in self._partitions.values())
+
+
+def make_consumer(
+    bootstrap: str, topic: str, group_id: str, session_timeout_ms: int = 10000, **overrides
+) -> KafkaConsumer:
+    """A group consumer of raw bytes that commits only when told (see :class:`OffsetTracker`).
+
+    Keys and values stay ``bytes``: network data is never handed to a deserialiser (and never
+    unpickled). Heartbeats go every third of the session timeout, the usual ratio."""
+    refused = [name for name in _RAW_BYTES_ONLY if overrides.get(name) is not None]
+    if refused:
+        raise ValueError(f"make_consumer hands out raw bytes only; remove {', '.join(refused)}")
+    config = {
+        "bootstrap_servers": bootstrap,
+        "group_id": group_id,
+        "client_id": f"{group_id}-consumer",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": session_timeout_ms,
+        "heartbeat_interval_ms": max(session_timeout_ms // 3, 100),
+        **overrides,
+        "key_deserializer": None,
+        "value_deserializer": None,
+    }
+    return KafkaConsumer(topic, **config)

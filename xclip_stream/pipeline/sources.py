@@ -1,0 +1,422 @@
+"""Video sources: files, RTSP, HTTP (MJPEG or anything FFmpeg reads), HLS and V4L2 devices, via PyAV.
+
+A source decodes every frame but converts to RGB only the frames its consumer keeps: ``keep(time)`` is
+asked first, with the frame's wall-clock time, because the conversion costs more than the decode.
+
+Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
+each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
+frame's time is ``anchor + pts``, so network jitter does not move timestamps. Formats without a clock
+of their own (MJPEG over HTTP: FFmpeg just numbers its frames at an assumed 25 fps) use each packet's
+arrival time since the connection opened as PTS instead (the 2-3 frames FFmpeg reads while probing
+arrive together, so a connection's first frames can be closer in time than they were sent).
+
+Network and device inputs are opened and read on a thread the source owns, so ``stop()`` and the stall
+watchdog never wait on a blocked FFmpeg call; that thread exits within ``read_timeout`` (PyAV's
+interrupt) once told to. Live inputs reconnect forever, with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import av
+
+from ..schemas.frames import SourceFrame
+from .backoff import Backoff
+from .redact import redact_text, redact_url
+
+__all__ = ["Backoff", "SourceError", "SourceStats", "VideoSource", "redact_url", "source_kind"]
+
+logger = logging.getLogger(__name__)
+
+_UNTIMED_FORMATS = {"mpjpeg", "mjpeg"}  # demuxers whose timestamps are a frame count at a guessed rate
+_POLL = 0.1  # how often a waiting source looks at stop() and its watchdog
+_EOF, _ERROR, _STOPPED = "eof", "error", "stopped"
+
+
+class SourceError(Exception):
+    """A source that cannot (or may no longer) deliver frames; the message names the camera and the
+    redacted URL."""
+
+
+@dataclass
+class SourceStats:
+    state: str = "idle"  # idle | connecting | connected | disconnected | ended | stopped
+    frames_decoded: int = 0
+    frames_kept: int = 0
+    decode_errors: int = 0  # corrupt packets skipped
+    reconnects: int = 0
+    last_error: str | None = None  # redacted
+    last_frame_time: float | None = None  # wall-clock time of the last decoded frame
+    connected_since: float | None = None  # wall clock when frames started flowing on this connection
+
+
+class _Stalled(Exception):
+    """No data for read_timeout: the watchdog's verdict, raised on the reading thread."""
+
+
+def source_kind(url: str) -> str:
+    """``rtsp`` | ``http`` | ``hls`` | ``device`` | ``file``, from the URL's form."""
+    lower = url.lower()
+    if lower.startswith(("rtsp://", "rtsps://")):
+        return "rtsp"
+    if lower.startswith(("http://", "https://")):
+        return "hls" if urlsplit(lower).path.endswith(".m3u8") else "http"
+    if lower.startswith(("device://", "/dev/video")):
+        return "device"
+    return "file"
+
+
+def _keep_all(_time: float) -> bool:
+    return True
+
+
+class _Timeline:
+    """Maps stream PTS to wall time from an anchor, never backwards (a PTS jump back re-anchors)."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self._clock = clock
+        self.anchor: float | None = None
+        self._last: float | None = None
+
+    def map(self, pts: float) -> float:
+        if self.anchor is None:
+            self.anchor = self._clock() - pts
+        t = self.anchor + pts
+        if self._last is not None and t < self._last:
+            self.anchor = self._clock() - pts
+            t = max(self.anchor + pts, self._last)
+        self._last = t
+        return t
+
+
+class _Input:
+    """An open container read on the caller's thread (local files: nothing there can block)."""
+
+    def __init__(self, container: av.container.InputContainer):
+        self.container = container
+        self.stream = container.streams.video[0]
+        self._packets = container.demux(self.stream)
+
+    def next(self, _timeout: float) -> tuple[av.Packet, float] | None:
+        """The next packet and its arrival time, or None at the end; raises queue.Empty on timeout."""
+        packet = next(self._packets, None)
+        return None if packet is None else (packet, time.monotonic())
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class _ThreadedInput(_Input):
+    """Opens and demuxes on a thread of its own, handing packets over through a bounded queue; the
+    thread owns the container (opens and closes it) and ends once ``close()`` was called."""
+
+    def __init__(self, opener: Callable[[], av.container.InputContainer], name: str, read_timeout: float):
+        self._opener = opener
+        self._read_timeout = read_timeout
+        self._items: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=64)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def wait_open(self, stop: threading.Event, limit: float) -> bool:
+        """True once open, False if stopped first; raises the open error, or TimeoutError."""
+        deadline = time.monotonic() + limit
+        while not stop.is_set():
+            try:
+                kind, value = self._items.get(timeout=_POLL)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no answer within {limit:g} s") from None
+                continue
+            if kind == _ERROR:
+                raise value  # type: ignore[misc]
+            self.container = value  # type: ignore[assignment]
+            self.stream = self.container.streams.video[0]
+            return True
+        return False
+
+    def next(self, timeout: float) -> tuple[av.Packet, float] | None:
+        kind, value = self._items.get(timeout=timeout)
+        if kind == _ERROR:
+            raise value  # type: ignore[misc]
+        return None if kind == _EOF else value  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._closing.set()
+
+    def _run(self) -> None:
+        try:
+            container = self._opener()
+        except Exception as e:  # handed to the consumer, which reports it
+            self._put(_ERROR, e)
+            return
+        last_data = time.monotonic()
+        try:
+            if self._put("open", container):
+                for packet in container.demux(container.streams.video[0]):
+                    last_data = time.monotonic()
+                    if not self._put("packet", (packet, last_data)):
+                        return
+                self._put(_EOF, None)
+        except Exception as e:
+            # PyAV's timeout ends a silent read with ExitError, or EIO from some demuxers (RTSP).
+            silent = time.monotonic() - last_data >= 0.9 * self._read_timeout
+            if silent or isinstance(e, av.error.ExitError):
+                e = _Stalled(f"stalled: no data within {self._read_timeout:g} s")
+            self._put(_ERROR, e)
+        finally:
+            self._closing.wait()  # the consumer may still be decoding with this container's stream
+            container.close()
+
+    def _put(self, kind: str, value: object) -> bool:
+        while not self._closing.is_set():
+            try:
+                self._items.put((kind, value), timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class _PassClock:
+    """PTS in seconds for one connection: the frame's own, else by arrival (untimed formats) or by
+    counting at the stream rate; ``offset`` continues a looped file where the last pass ended."""
+
+    def __init__(self, rate: float, untimed: bool, offset: float):
+        self.rate, self.untimed, self.offset = rate, untimed, offset
+        self.first: float | None = None
+        self.end = 0.0  # end of the last frame seen, for the next pass's offset
+        self._last: float | None = None
+        self._first_arrival: float | None = None
+
+    def pts(self, frame: av.VideoFrame, arrival: float) -> float:
+        if self._first_arrival is None:
+            self._first_arrival = arrival
+        raw = None if self.untimed else frame.time
+        if raw is None:
+            if self.untimed:
+                raw = arrival - self._first_arrival
+            else:
+                raw = 0.0 if self._last is None else self._last + 1.0 / self.rate
+        self._last = raw
+        if self.first is None:
+            self.first = raw
+        duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+        self.end = max(self.end, raw + (duration or 1.0 / self.rate))
+        return raw + self.offset
+
+    def next_offset(self) -> float:
+        return self.offset + self.end - (self.first or 0.0)
+
+
+class VideoSource:
+    """One camera or file as an iterator of ``SourceFrame``; see the module docstring."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        url: str,
+        *,
+        loop: bool = False,
+        realtime: bool | None = None,
+        rtsp_transport: str = "tcp",
+        open_timeout: float = 10.0,
+        read_timeout: float = 5.0,
+        reconnect: bool | None = None,
+        backoff: Backoff | None = None,
+        on_status: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        if rtsp_transport not in ("tcp", "udp"):
+            raise ValueError(f"rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
+        if open_timeout <= 0 or read_timeout <= 0:
+            raise ValueError(f"timeouts must be positive, got {open_timeout} and {read_timeout}")
+        self.camera_id = camera_id
+        self.url = url
+        self.redacted_url = redact_url(url)
+        self.kind = source_kind(url)
+        # loop and realtime concern files only; a camera is live and paced by nature.
+        self.loop = loop and self.kind == "file"
+        self.realtime = (loop if realtime is None else realtime) and self.kind == "file"
+        self.is_live = self.kind != "file" or self.loop or self.realtime
+        self.reconnect = self.kind != "file" if reconnect is None else reconnect
+        self.rtsp_transport = rtsp_transport
+        self.open_timeout = open_timeout
+        self.read_timeout = read_timeout
+        self.stats = SourceStats()
+        self._backoff = backoff or Backoff()
+        self._on_status = on_status
+        self._clock = clock
+        self._stop = threading.Event()
+        self._timeline = _Timeline(clock)
+        self._seq = 0
+        self._offset = 0.0  # PTS where the next pass of a looped file starts
+
+    def stop(self) -> None:
+        """Ends ``frames()`` promptly; safe from any thread."""
+        self._stop.set()
+
+    def frames(self, keep: Callable[[float], bool] = _keep_all) -> Iterator[SourceFrame]:
+        """Kept frames, in order, until the end (files), stop(), or a SourceError."""
+        while not self._stop.is_set():
+            if self.stats.state != "connected":  # a looped file's next pass is no new connection
+                self.stats.state = "connecting"
+            try:
+                source = self._open()
+            except Exception as e:
+                reason = self._reason("cannot open", e)
+                if not self.reconnect:
+                    raise SourceError(self._describe(reason)) from None
+                if not self._wait_to_retry(reason):
+                    break
+                continue
+            if source is None:
+                break
+            try:
+                outcome, reason, passed = yield from self._decode(source, keep)
+            finally:
+                source.close()
+            if outcome == _STOPPED:
+                break
+            if outcome == _EOF and self.kind == "file" and self.loop:
+                if passed.first is None:
+                    raise SourceError(self._describe("no decodable frames to loop"))
+                self._offset = passed.next_offset()
+                continue
+            if outcome == _EOF and (self.kind == "file" or not self.reconnect):
+                self._set_state("ended", "")
+                return
+            reason = reason if outcome == _ERROR else "end of stream"
+            if not self.reconnect:
+                raise SourceError(self._describe(reason))
+            if not self._wait_to_retry(reason):
+                break
+        self.stats.state = "stopped"
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def _open(self) -> _Input | None:
+        """An open input, or None if stop() came first; raises why it could not open."""
+        if self.kind == "file":
+            path = unquote(urlsplit(self.url).path) if self.url.lower().startswith("file://") else self.url
+            source = _Input(self._check_video(av.open(path)))
+            if self._timeline.anchor is None:
+                self._timeline.anchor = self._clock()  # files: wall time at open, kept across loops
+            return source
+        fmt, target, options = None, self.url, {}
+        if self.kind == "rtsp":
+            # A short analysis: FFmpeg would otherwise buffer ~2 s of frames while it probes.
+            options = {"rtsp_transport": self.rtsp_transport, "analyzeduration": "500000"}
+        elif self.kind == "device":
+            fmt, target = "v4l2", self.url.removeprefix("device://")
+
+        def opener() -> av.container.InputContainer:
+            return self._check_video(av.open(target, format=fmt, options=options,
+                                             timeout=(self.open_timeout, self.read_timeout)))
+
+        source = _ThreadedInput(opener, f"source-{self.camera_id}", self.read_timeout)
+        try:
+            opened = source.wait_open(self._stop, 2 * self.open_timeout + 1.0)
+        except BaseException:
+            source.close()
+            raise
+        if not opened:
+            source.close()
+            return None
+        self._timeline.anchor = None  # live: re-anchored at this connection's first frame
+        return source
+
+    @staticmethod
+    def _check_video(container: av.container.InputContainer) -> av.container.InputContainer:
+        if not container.streams.video:
+            container.close()
+            raise ValueError("no video stream")
+        return container
+
+    def _wait_to_retry(self, reason: str) -> bool:
+        """Report the failure and wait out the backoff; False when stop() came first."""
+        self.stats.last_error = reason
+        self.stats.connected_since = None
+        self._set_state("disconnected", reason)
+        delay = self._backoff.next_delay()
+        logger.warning("camera %s (%s): %s; reconnecting in %.1f s", self.camera_id, self.redacted_url,
+                       reason, delay)
+        if self._stop.wait(delay):
+            return False
+        self.stats.reconnects += 1
+        return True
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def _decode(self, source: _Input, keep: Callable[[float], bool]
+                ) -> Generator[SourceFrame, None, tuple[str, str, _PassClock]]:
+        """Kept frames of one connection; returns (outcome, reason, the pass's clock)."""
+        stream = source.stream
+        rate = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
+        untimed = source.container.format.name in _UNTIMED_FORMATS
+        passed = _PassClock(rate, untimed, self._offset)
+        deadline = time.monotonic() + self.read_timeout
+        while not self._stop.is_set():
+            try:
+                item = source.next(_POLL)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    return _ERROR, f"stalled: no frame within {self.read_timeout:g} s", passed
+                continue
+            except _Stalled as e:
+                return _ERROR, str(e), passed
+            except Exception as e:
+                return _ERROR, self._reason("read failed", e), passed
+            if item is None:
+                return _EOF, "", passed
+            packet, arrival = item
+            try:
+                decoded = stream.codec_context.decode(packet)
+            except av.error.FFmpegError as e:
+                self.stats.decode_errors += 1
+                logger.debug("camera %s: skipped a corrupt packet (%s)", self.camera_id, e)
+                continue
+            for frame in decoded:
+                deadline = time.monotonic() + self.read_timeout
+                pts = passed.pts(frame, arrival)
+                t = self._timeline.map(pts)
+                if self.realtime and self._stop.wait(max(0.0, t - self._clock())):
+                    return _STOPPED, "", passed
+                seq = self._seq
+                self._seq += 1
+                self._frame_decoded(t)
+                if keep(t):
+                    self.stats.frames_kept += 1
+                    yield SourceFrame(self.camera_id, seq, t, pts, frame.to_ndarray(format="rgb24"))
+        return _STOPPED, "", passed
+
+    def _frame_decoded(self, t: float) -> None:
+        self.stats.frames_decoded += 1
+        self.stats.last_frame_time = t
+        if self.stats.state != "connected":
+            self.stats.connected_since = self._clock()
+            self._backoff.reset()
+            logger.info("camera %s (%s): connected", self.camera_id, self.redacted_url)
+            self._set_state("connected", "")
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def _set_state(self, state: str, reason: str) -> None:
+        self.stats.state = state
+        if self._on_status is not None:
+            self._on_status(state, reason)
+
+    def _reason(self, what: str, error: BaseException) -> str:
+        if isinstance(error, av.error.ExitError):  # PyAV's timeout interrupted FFmpeg
+            return f"{what}: no answer within {self.open_timeout:g} s"
+        return redact_text(f"{what}: {type(error).__name__}: {error}", self.url)
+
+    def _describe(self, reason: str) -> str:
+        return f"camera {self.camera_id!r} ({self.redacted_url}): {reason}"
