@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 # CPU machines take the local torch wheel when pinned; GPU images bring their own torch (TORCH_SPEC=).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test demo venv clean
+.PHONY: test demo venv clean system-deps bench
 
 venv: $(STAMP)
 
@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# The RTSP camera of the tests and the demo is Debian's gst-rtsp-server (apt, when missing).
+system-deps:
+	bash scripts/system-deps.sh
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(PY) bench/pipeline.py
 
 demo: $(STAMP)
 	$(PY) -m xclip_stream.demo

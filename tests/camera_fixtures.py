@@ -45,7 +45,7 @@ def camera_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def rtsp_ready() -> None:
     if not rtsp_available():
-        pytest.skip(f"gst-rtsp-server is not importable from /usr/bin/python3; install it with: {APT_HINT}")
+        pytest.fail(f"gst-rtsp-server is not importable from /usr/bin/python3; install it with: {APT_HINT}")
 
 
 @pytest.fixture

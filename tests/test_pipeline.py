@@ -18,7 +18,6 @@ from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.sinks import KafkaSink
 from xclip_stream.schemas import export
 from xclip_stream.services.mjpeg import MjpegCamera
-from xclip_stream.services.rtsp_server import RtspCamera, rtsp_available
 
 FPS = 16
 
@@ -38,15 +37,6 @@ def ray_session():
 def clip(tmp_path_factory):
     """4 s at 16 fps whose frames encode their index."""
     return write_index_video(tmp_path_factory.mktemp("media") / "index.mp4", 64, fps=FPS)
-
-
-@pytest.fixture
-def rtsp_camera(clip):
-    if not rtsp_available():
-        pytest.fail("the RTSP tests need gst-rtsp-server: apt-get install -y --no-install-recommends "
-                    "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good python3-gi")
-    with RtspCamera(clip) as camera:
-        yield camera
 
 
 def validators():
@@ -250,3 +240,40 @@ def test_live_source_faster_than_inference_drops_and_stays_bounded(ray_session, 
     assert health["pending"] <= 2
     latencies = sorted(w["latency_ms"] for w in windows[len(windows) // 2:])
     assert latencies[-1] < 3000, latencies[-5:]  # bounded: no growing backlog
+
+
+def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_checkpoint, clip, kafka_bootstrap,
+                                                             kafka_topic):
+    events_topic, control_topic = f"{kafka_topic}-events", f"{kafka_topic}-control"
+    from xclip_stream.services.tansu import create_topics
+
+    create_topics(kafka_bootstrap, {control_topic: 1})
+    config = pipeline_config(tiny_checkpoint, cameras=[{"id": "gate", "url": str(clip), "loop": True}],
+                             kafka={"bootstrap": kafka_bootstrap, "events_topic": events_topic,
+                                    "control_topic": control_topic},
+                             label_sets={"vehicles": {"labels": ["a car", "a truck"]}})
+    reader = TopicReader(kafka_bootstrap, events_topic)
+    control = KafkaSink(kafka_bootstrap, client_id="test-operator")
+
+    def send(message):
+        control.send(control_topic, "op", json.dumps(message).encode(), []).get(timeout=10)
+
+    with PipelineThread(config):
+        reader.read_until(lambda ev: len(by_camera(ev).get("gate", [])) >= 1, what="the first camera")
+        send({"op": "add_camera", "camera": {"id": "yard", "url": str(clip), "loop": True}})
+        reader.read_until(lambda ev: len(by_camera(ev).get("yard", [])) >= 1, what="the added camera")
+        send({"op": "set_labels", "id": "gate", "labels": "vehicles"})
+        reader.read_until(lambda ev: any(set(w["scores"]) == {"a car", "a truck"}
+                                         for w in by_camera(ev).get("gate", [])), what="the new labels")
+        send({"op": "remove_camera", "id": "yard"})
+        send({"op": "set_labels", "id": "nobody", "labels": ["x"]})  # refused, nothing else changes
+        time.sleep(3)
+        removed_at = len(reader.values())
+        reader.read_until(lambda ev: len(ev) > removed_at + 4, what="more events")
+        later = reader.values()[removed_at + 2:]  # allow the last in-flight windows of "yard"
+    control.close()
+    reader.close()
+    assert not [e for e in later if e["camera_id"] == "yard" and e["event_type"] == "xclip.window.scores"]
+    assert any(e["camera_id"] == "gate" for e in later)
+    gate = by_camera(reader.values())["gate"]
+    assert [w["window_index"] for w in gate] == list(range(len(gate)))  # relabelled in place, no restart

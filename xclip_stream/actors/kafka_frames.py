@@ -79,6 +79,12 @@ class KafkaFramesActor:
     async def stop(self) -> None:
         self.stopping.set()
 
+    async def relabel(self, labels: dict) -> None:
+        """New label set for every camera of the topic; ended incidents are published."""
+        self.labels = LabelSet.model_validate(labels)
+        for builder in self.builders.values():
+            send_events(self.sink, self.sink_spec.events_topic, builder.relabel(self.labels))
+
     async def health(self) -> dict:
         with self.lock:
             outstanding = self.tracker.outstanding()
@@ -188,6 +194,7 @@ class KafkaFramesActor:
 
     # -- scoring side ---------------------------------------------------------------------------
     def _builder(self, camera: str) -> EventBuilder:
+        """Each camera's event state; windows are scored with its builder's current labels."""
         if camera not in self.builders:
             self.builders[camera] = EventBuilder(camera, self.model.name, self.labels, self.options.continue_every)
         return self.builders[camera]

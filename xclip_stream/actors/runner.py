@@ -69,17 +69,26 @@ class ConfigWatcher:
 
 class ControlTopic:
     """Reads control messages (see pipeline.control) from a Kafka topic, from its end: changes made
-    before this run started are already in the configuration it was given."""
+    before this run started are already in the configuration it was given. No consumer group: every
+    running pipeline sees every message, and there is no group join to wait for."""
 
     def __init__(self, bootstrap: str, topic: str):
-        from ..pipeline.kafka_io import make_consumer
+        from kafka import KafkaConsumer, TopicPartition
 
-        self.consumer = make_consumer(bootstrap, topic, group_id=f"xclip-control-{os.getpid()}-{time.time_ns()}",
-                                      auto_offset_reset="latest")
+        from ..services.tansu import create_topics
+
+        create_topics(bootstrap, {topic: 1})
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        partitions = self.consumer.partitions_for_topic(topic) or {0}
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(assigned)
+        self.consumer.seek_to_end()
+        for tp in assigned:
+            self.consumer.position(tp)  # resolve "end" now, before any message can be missed
 
     def poll(self) -> list[dict]:
         messages = []
-        for records in self.consumer.poll(timeout_ms=0).values():
+        for records in self.consumer.poll(timeout_ms=50).values():
             for record in records:
                 try:
                     messages.append(parse_control(record.value))

@@ -51,14 +51,14 @@ class Supervisor:
         specs = {}
         for c in config.cameras:
             specs[f"camera:{c.id}"] = {
-                "kind": "camera", "camera": c.model_dump(), "labels": config.label_set(c.labels).model_dump(),
+                "kind": "camera", "camera": c.model_dump(exclude={"labels"}), "labels": config.label_set(c.labels).model_dump(),
                 "options": config.stream_options(c.options).model_dump(),
             }
         if config.kafka:
             for f in config.kafka.frames:
                 for member in range(f.members):
                     specs[f"frames:{f.topic}#{member}"] = {
-                        "kind": "frames", "frames": f.model_dump(), "member": member,
+                        "kind": "frames", "frames": f.model_dump(exclude={"labels"}), "member": member,
                         "labels": config.label_set(f.labels).model_dump(),
                         "options": config.stream_options(f.options).model_dump(),
                         "session_timeout_ms": config.kafka.session_timeout_ms,
