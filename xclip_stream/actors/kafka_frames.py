@@ -61,6 +61,7 @@ class KafkaFramesActor:
         self.window_refs: dict[tuple[str, int], list] = {}  # (camera, window index) -> its frames' refs
         self.next_seq = 0
         self.stopping = threading.Event()
+        self.scored_all = threading.Event()  # set when the scoring loop has drained
         self.stats = {"records": 0, "dead_letters": 0, "windows": 0, "commits": 0}
         self.error = ""
         self.loop: ScoringLoop | None = None
@@ -73,6 +74,7 @@ class KafkaFramesActor:
         poller = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
         poller.start()
         await self.loop.run()
+        self.scored_all.set()
         await asyncio.get_running_loop().run_in_executor(None, poller.join)
         return await self.health()
 
@@ -185,7 +187,10 @@ class KafkaFramesActor:
             self.stats["commits"] += 1
 
     def _drain_and_close(self, consumer) -> None:
-        """Shutdown: stages keep their ring (uncommitted, re-read next time); commit what is done."""
+        """Shutdown: wait for the windows already cut to be scored and published, then commit what
+        is done. Frames still in a ring stay uncommitted and are read again by the next member."""
+        if not self.scored_all.wait(timeout=120):
+            log.warning("%s: windows still in flight at shutdown; their frames will be re-read", self.name)
         self.sink.flush()
         try:
             self._commit(consumer)

@@ -22,7 +22,12 @@ DEPLOYMENT_NAME = "XCLIPReplica"
 
 
 class XCLIPReplica:
-    def __init__(self, model: dict, max_batch_size: int, batch_wait_timeout_s: float):
+    def __init__(self, model: dict, max_batch_size: int, batch_wait_timeout_s: float,
+                 torch_threads: int | None = None):
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         config = ModelConfig.model_validate(model)
         self.scorer = BatchScorer(config.path, device=config.device, precision=config.precision)
         self.score_batch.set_max_batch_size(max_batch_size)
@@ -75,7 +80,8 @@ def replica_options(serve_config: ServeConfig) -> dict:
 def deploy(model: ModelConfig, serve_config: ServeConfig):
     """Start (or update) the model application; returns its deployment handle."""
     app = serve.deployment(XCLIPReplica).options(**replica_options(serve_config)).bind(
-        model.model_dump(), serve_config.max_batch_size, serve_config.batch_wait_timeout_s
+        model.model_dump(), serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
+        serve_config.torch_threads,
     )
     serve.start(logging_config={"log_level": "WARNING", "enable_access_log": False})
     return serve.run(app, name=APP_NAME, route_prefix=None)

@@ -120,6 +120,7 @@ class ServeConfig(_Strict):
     max_batch_size: int = Field(8, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int = Field(32, ge=1)
+    torch_threads: int | None = Field(None, ge=1)  # intra-op threads per replica; None: Ray's (num_cpus, >= 1)
 
 
 class ModelConfig(_Strict):
