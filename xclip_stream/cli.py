@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sample-fps", type=_positive_float, help="frames sampled per second (default 4)")
     r.add_argument("--loop", action="store_true", help="loop file sources, paced like live cameras")
     r.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else a local one)")
-    r.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="log at INFO level and forward the actors' logs (Ray prints them on stdout)")
     return parser
 
 
@@ -116,8 +118,17 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    finished = run_pipeline(config, sys.stdout, Path(args.config) if args.config else None,
-                            ray_address=args.ray_address)
+    # Standard output carries the events only. Ray writes notices to file descriptor 1 (some from
+    # C++, some at exit), so fd 1 becomes stderr for the rest of the process and the events go to
+    # a private duplicate of the original stdout.
+    sys.stdout.flush()
+    events_out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    try:
+        finished = run_pipeline(config, events_out, Path(args.config) if args.config else None,
+                                ray_address=args.ray_address, log_to_driver=args.verbose)
+    finally:
+        events_out.close()
     for key, health in sorted(finished.items()):
         keep = {k: v for k, v in (health or {}).items() if k != "latency_ms"}
         print(f"xclip-stream run: {key}: {json.dumps(keep)}", file=sys.stderr)

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -33,14 +32,17 @@ RAY_ENV = {  # local clusters: loopback only, no token files, no usage reporting
 }
 
 
-def init_ray(address: str | None = None) -> bool:
-    """Connect to ``address`` (or RAY_ADDRESS), else start a local cluster. True if we started it."""
+def init_ray(address: str | None = None, log_to_driver: bool = False) -> bool:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local cluster. True if we started it.
+
+    Actor logs stay in Ray's session log folder unless ``log_to_driver``: Ray forwards them to the
+    driver's standard output, which in stdout mode carries the events."""
     if ray.is_initialized():
         return False
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
+    ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, logging_level=logging.WARNING,
              configure_logging=False, runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}})
     return address is None
 
@@ -106,10 +108,11 @@ def run_pipeline(
     config_path: Path | None = None,
     stop: threading.Event | None = None,
     ray_address: str | None = None,
+    log_to_driver: bool = False,
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
-    started_ray = init_ray(ray_address)
+    started_ray = init_ray(ray_address, log_to_driver)
     previous = _install_signal_handlers(stop)
     supervisor = None
     control = None
