@@ -127,3 +127,12 @@ def test_control_messages_add_relabel_remove_and_refuse_bad_ones():
         parse_control(b"\xff{")
     with pytest.raises(ConfigError, match="needs an 'op'"):
         parse_control(b'{"op": "reboot"}')
+
+
+def test_example_configuration_is_valid_including_yaml_on_off_keys():
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[1] / "examples" / "pipeline.yaml")
+    assert [c.id for c in config.cameras] == ["lobby", "parking", "replay"]
+    assert config.labels.thresholds["a person falling"].on == 0.5  # `on:` is not read as `true:`
+    assert config.stream_options(config.cameras[2].options).sample_fps == 8

@@ -19,6 +19,7 @@ import ray
 
 from ..pipeline.events import EventBuilder
 from ..pipeline.scoring import ModelInfo, frame_preprocessor
+from ..pipeline.redact import redact_text
 from ..pipeline.sources import VideoSource, redact_url
 from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from ..schemas.config import CameraConfig, LabelSet, StreamOptions
@@ -115,7 +116,7 @@ class CameraActor:
         except QueueClosed:
             pass
         except Exception as e:  # noqa: BLE001 - reported as a failed stream, the actor stays up
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = redact_text(f"{type(e).__name__}: {e}", self.camera.url)
             log.error("camera %s: stream failed: %s", self.camera.id, self.error)
             self._send([self._stream_event("failed", self.error)])
         finally:

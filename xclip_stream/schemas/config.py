@@ -24,6 +24,14 @@ class Thresholds(_Strict):
     min_on_windows: int = Field(1, ge=1)
     min_off_windows: int = Field(2, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans(cls, data):
+        """YAML 1.1 reads the bare keys ``on``/``off`` as true/false: take them back."""
+        if isinstance(data, dict):
+            return {{True: "on", False: "off"}.get(k, k) if isinstance(k, bool) else k: v for k, v in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _ordered(self):
         if self.off > self.on:
