@@ -18,8 +18,8 @@ import time
 import ray
 
 from ..pipeline.events import EventBuilder
-from ..pipeline.scoring import ModelInfo, frame_preprocessor
 from ..pipeline.redact import redact_text
+from ..pipeline.scoring import ModelInfo, frame_preprocessor
 from ..pipeline.sources import VideoSource, redact_url
 from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from ..schemas.config import CameraConfig, LabelSet, StreamOptions
