@@ -232,15 +232,17 @@ def test_rtsp_yields_consecutive_frames(rtsp_camera: RtspCamera, transport: str)
     assert status.states() == ["connected"] and source.stats.reconnects == 0
 
 
-def split_at_reconnect(source: VideoSource, frames: Iterator[SourceFrame], after: int
+def split_at_reconnect(source: VideoSource, frames: Iterator[SourceFrame], after: int, limit: int = 400
                        ) -> tuple[list[SourceFrame], list[SourceFrame]]:
-    """Frames of the first connection (read so far) and ``after`` frames of the next one."""
+    """Frames of the first connection (read so far) and ``after`` frames of the next one; fails
+    (rather than reading a live camera forever) if no reconnect came within ``limit`` frames."""
     before, later = [], []
     try:
         for frame in frames:
             (later if source.stats.reconnects else before).append(frame)
             if len(later) == after:
                 break
+            assert len(before) < limit, f"no reconnect within {limit} frames: {source.stats}"
     finally:
         frames.close()
     return before, later
@@ -277,7 +279,8 @@ def test_rtsp_stall_is_caught_by_the_watchdog(rtsp_camera: RtspCamera) -> None:
     take(frames, 1)
     pid = rtsp_camera._proc.pid  # freeze the camera: the connection stays up but goes silent
     os.kill(pid, signal.SIGSTOP)
-    thaw = threading.Timer(2.0, os.kill, (pid, signal.SIGCONT))
+    # Silent for 4 s, well past the 1 s watchdog even if a second of video sat in socket buffers.
+    thaw = threading.Timer(4.0, os.kill, (pid, signal.SIGCONT))
     thaw.start()
     try:
         _, resumed = split_at_reconnect(source, frames, 4)

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -24,6 +25,7 @@ from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
+HEALTH_LOG_INTERVAL_S = 60.0
 RAY_ENV = {  # local clusters: loopback only, no token files, no usage reporting
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -131,8 +133,13 @@ def run_pipeline(
         supervisor = Supervisor(config, model, sink, config.max_windows)
         supervisor.start()
         watcher = ConfigWatcher(config_path) if config_path else None
+        next_health = time.monotonic() + HEALTH_LOG_INTERVAL_S
         while not stop.is_set() and not supervisor.done:
             supervisor.poll(0.5)
+            if time.monotonic() >= next_health and log.isEnabledFor(logging.INFO):
+                for key, health in supervisor.health().items():
+                    log.info("health %s: %s", key, {k: v for k, v in health.items() if k != "latency_ms"})
+                next_health = time.monotonic() + HEALTH_LOG_INTERVAL_S
             _write(out, supervisor.take_output())
             new = watcher.changed() if watcher else None
             for message in control.poll() if control else []:
