@@ -277,3 +277,20 @@ def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_ch
     assert any(e["camera_id"] == "gate" for e in later)
     gate = by_camera(reader.values())["gate"]
     assert [w["window_index"] for w in gate] == list(range(len(gate)))  # relabelled in place, no restart
+
+
+def test_supervisor_restarts_a_camera_actor_that_dies(ray_session, tiny_checkpoint, clip):
+    config = pipeline_config(tiny_checkpoint, cameras=[{"id": "hall", "url": str(clip), "loop": True}])
+    with PipelineThread(config) as run:
+        deadline = time.monotonic() + 60
+        while not [e for e in run.lines() if e["event_type"] == "xclip.window.scores"]:
+            assert time.monotonic() < deadline, "no window before the crash"
+            time.sleep(0.2)
+        ray.kill(ray.get_actor("xclip:camera:hall:0"))
+        crashed_at = time.time()
+        deadline = time.monotonic() + 60
+        while not [e for e in run.lines() if e["event_type"] == "xclip.window.scores"
+                   and e["start_time"] > crashed_at]:
+            assert time.monotonic() < deadline, "no window after the restart"
+            time.sleep(0.2)
+        ray.get_actor("xclip:camera:hall:1")  # the replacement, counted as one restart

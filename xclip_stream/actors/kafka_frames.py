@@ -76,6 +76,10 @@ class KafkaFramesActor:
         await self.loop.run()
         self.scored_all.set()
         await asyncio.get_running_loop().run_in_executor(None, poller.join)
+        if self.error and not self.stopping.is_set():
+            # A consumer failure ends this member; raising makes the supervisor start a fresh one,
+            # which resumes from the committed offsets.
+            raise RuntimeError(f"{self.name}: consumer failed: {self.error}")
         return await self.health()
 
     async def stop(self) -> None:

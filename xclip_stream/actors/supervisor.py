@@ -72,11 +72,13 @@ class Supervisor:
     def _launch(self, worker: Worker) -> None:
         spec = worker.spec
         if spec["kind"] == "camera":
-            worker.actor = CameraActor.remote(spec["camera"], spec["labels"], spec["options"], self.model,
+            actor_class, args = CameraActor, (spec["camera"], spec["labels"], spec["options"], self.model,
                                               self.sink, self.max_windows)
         else:
-            worker.actor = KafkaFramesActor.remote(spec["frames"], spec["labels"], spec["options"], self.model,
+            actor_class, args = KafkaFramesActor, (spec["frames"], spec["labels"], spec["options"], self.model,
                                                    self.sink, spec["session_timeout_ms"], spec["member"])
+        # Named (per start, as a dying actor may still hold its name) so operators can find it.
+        worker.actor = actor_class.options(name=f"xclip:{worker.key}:{worker.restarts}").remote(*args)
         worker.ref = worker.actor.run.remote()
         worker.restart_at = None
         self.workers[worker.key] = worker
@@ -103,6 +105,7 @@ class Supervisor:
             result = ray.get(worker.ref)
         except (RayActorError, RayTaskError) as e:
             worker.ref = None
+            ray.kill(worker.actor)  # a task error leaves the actor alive: end it before replacing it
             if self.stopping:
                 del self.workers[worker.key]
                 return

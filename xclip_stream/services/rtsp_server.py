@@ -9,8 +9,9 @@ How the loop works without re-encoding: the child demuxes the mp4 once into H.26
 (``filesrc ! qtdemux ! h264parse ! appsink``), then a live ``appsrc`` replays them forever, each pass's
 timestamps offset by the file's duration and each buffer pushed when its time comes, so every client
 sees one continuous camera clock. The served pipeline is
-``appsrc is-live=true format=time ! h264parse ! rtph264pay config-interval=-1`` (SPS/PPS before every
-keyframe, so a client joining or reconnecting decodes from the next keyframe). The media is shared:
+``appsrc is-live=true format=time ! h264parse config-interval=-1 ! rtph264pay`` (SPS/PPS before every
+keyframe, so a client joining or reconnecting decodes from the next keyframe; set on the parser, which
+works per access unit, not on the payloader, which would split multi-slice keyframes). The media is shared:
 all clients watch the same camera.
 """
 
