@@ -89,7 +89,7 @@ def test_pending_windows_close_wakes_blocked_producer_and_keeps_queued_windows()
 
 
 def test_batch_scorer_mixed_label_sets_equal_classify(tiny_checkpoint):
-    scorer = BatchScorer(str(tiny_checkpoint), device="cpu")
+    scorer = BatchScorer.load(str(tiny_checkpoint), device="cpu")
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8) for _ in range(3)]
     a, b = ("a person walking", "a person running"), ("a car", "an empty scene", "a person falling")
@@ -107,11 +107,12 @@ def test_batch_scorer_mixed_label_sets_equal_classify(tiny_checkpoint):
 
 
 def test_batch_scorer_rejects_wrong_window_shape(tiny_checkpoint):
-    scorer = BatchScorer(str(tiny_checkpoint), device="cpu")
+    scorer = BatchScorer.load(str(tiny_checkpoint), device="cpu")
     with pytest.raises(ValueError, match=r"\(4, 3, S, S\) uint8"):
         scorer.score([np.zeros((3, 3, 32, 32), np.uint8)], [("a car",)])
 
 
 def test_model_path_errors_name_the_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not an X-CLIP checkpoint"):
-        resolve_model_path(str(tmp_path))
+    assert resolve_model_path("demo").name == "demo-xclip"
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        ModelInfo.read(str(tmp_path))

@@ -136,24 +136,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def classify(args: argparse.Namespace) -> int:
-    import torch
-
-    from .model import XCLIPModel
-    from .model.processor import XCLIPProcessor
     from .pipeline.classify import WindowClassifier, classify_file
     from .pipeline.clips import WindowSampling
+    from .pipeline.scoring import BatchScorer
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = XCLIPModel.from_pretrained(args.model, device=device)
-    processor = XCLIPProcessor.from_pretrained(args.model)
+    scorer = BatchScorer.load(args.model, device=args.device, precision=args.precision)
     sampling = WindowSampling(
-        num_frames=model.config.vision_config.num_frames,
+        num_frames=scorer.num_frames,
         window_seconds=args.window_seconds,
         hop_seconds=args.hop_seconds,
         stride=args.stride,
     )
-    autocast = None if args.precision == "float32" else getattr(torch, args.precision)
-    classifier = WindowClassifier(model, processor, args.labels, autocast_dtype=autocast)
+    classifier = WindowClassifier(scorer, args.labels)
     for result in classify_file(args.video, classifier, sampling, batch_size=args.batch_size):
         print(json.dumps(result.to_json_dict()), flush=True)
     return 0

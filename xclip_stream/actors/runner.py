@@ -4,7 +4,6 @@ end, ``max_windows`` is reached, or the process is asked to stop (SIGINT/SIGTERM
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -184,6 +183,3 @@ def _restore_signal_handlers(previous) -> None:
     for sig, handler in (previous or {}).items():
         signal.signal(sig, handler)
 
-
-def summarize(finished: dict) -> str:
-    return json.dumps(finished, default=str)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ..model import XCLIPModel
-from ..model.processor import XCLIPProcessor
 from ..schemas import WindowScores
 from .clips import Window, WindowSampling, read_windows
+from .scoring import BatchScorer
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
@@ -27,27 +26,17 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
 
 
 class WindowClassifier:
-    """Scores windows against one label set, whose text features are computed once."""
+    """Scores raw windows of a file against one label set (text features computed once)."""
 
-    def __init__(self, model: XCLIPModel, processor: XCLIPProcessor, labels: Sequence[str],
-                 autocast_dtype: torch.dtype | None = None):
-        self.model = model
-        self.processor = processor
+    def __init__(self, scorer: BatchScorer, labels: str | Sequence[str]):
+        self.scorer = scorer
         self.labels = parse_labels(labels)
-        self.device = next(model.parameters()).device
-        self.autocast_dtype = autocast_dtype  # bf16/fp16 compute over float32 weights, or None
-        tokens = processor.tokenizer(self.labels, padding=True, return_tensors="pt")
-        with torch.inference_mode():
-            self.text_features = model.get_text_features(
-                input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
-            )
+        scorer.text_features(tuple(self.labels))  # fail early on labels the tokenizer refuses
 
     def score(self, videos: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
         """videos: B clips of T frames (T, H, W, 3) uint8 -> (logits, probabilities), each (B, N)."""
-        pixels = self.processor.video_processor(list(videos), return_tensors="pt")["pixel_values"]
-        autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-        with torch.inference_mode(), autocast:
-            logits = self.model.classify(pixels.to(self.device), self.text_features).float().cpu()
+        frames = [self.scorer.processor.video_processor.resize_and_crop(v).numpy() for v in videos]
+        logits = torch.tensor(self.scorer.score(frames, [tuple(self.labels)] * len(frames)))
         return logits, logits.softmax(dim=-1)
 
 

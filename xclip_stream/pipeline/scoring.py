@@ -28,10 +28,7 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.floa
 
 def resolve_model_path(path: str) -> Path:
     """A checkpoint folder, or ``demo`` for the checkpoint shipped with the package."""
-    folder = DEMO_CHECKPOINT if path == "demo" else Path(path)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: not an X-CLIP checkpoint folder (no config.json)")
-    return folder
+    return DEMO_CHECKPOINT if path == "demo" else Path(path)  # loading names what a folder lacks
 
 
 @dataclass(frozen=True)
@@ -67,22 +64,31 @@ def pick_device(device: str | None) -> torch.device:
 
 
 class BatchScorer:
-    """Loads a checkpoint once and scores batches of windows against per-window label sets."""
+    """Scores batches of windows against per-window label sets; the one place where windows meet
+    the model, for the live pipeline's replicas and the offline ``classify`` alike."""
 
-    def __init__(self, path: str, device: str | None = None, precision: str = "auto", cache_size: int = 64):
-        folder = resolve_model_path(path)
-        self.device = pick_device(device)
+    def __init__(self, model: XCLIPModel, processor: XCLIPProcessor, precision: str = "auto",
+                 cache_size: int = 64):
+        self.model = model.eval()
+        self.processor = processor
+        self.device = next(model.parameters()).device
         if precision == "auto":
             precision = "bfloat16" if self.device.type == "cuda" else "float32"
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        self.model = XCLIPModel.from_pretrained(folder, device=self.device).eval()
-        self.processor = XCLIPProcessor.from_pretrained(folder)
-        self.num_frames = self.model.config.vision_config.num_frames
+        self.precision = precision  # bf16/fp16 run as autocast over float32 weights
+        self.num_frames = model.config.vision_config.num_frames
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
-        log.info("loaded %s on %s (%s)", folder, self.device, precision)
+
+    @classmethod
+    def load(cls, path: str, device: str | None = None, precision: str = "auto") -> BatchScorer:
+        """From a checkpoint folder (or ``demo``), on ``device`` (default: cuda when present)."""
+        folder = resolve_model_path(path)
+        scorer = cls(XCLIPModel.from_pretrained(folder, device=pick_device(device)),
+                     XCLIPProcessor.from_pretrained(folder), precision)
+        log.info("loaded %s on %s (%s)", folder, scorer.device, scorer.precision)
+        return scorer
 
     def text_features(self, labels: tuple[str, ...]) -> torch.Tensor:
         """(N, P) label features, cached per label set (LRU)."""

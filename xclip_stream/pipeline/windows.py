@@ -98,11 +98,6 @@ class WindowBuffer:
             self._evict()
         self._since_emit = None
 
-    @property
-    def seqs(self) -> list[int]:
-        """Sequence numbers of the buffered frames, oldest first."""
-        return [seq for seq, *_ in self._ring]
-
     def _evict(self) -> None:
         seq = self._ring.popleft()[0]
         if self.on_evict is not None:
