@@ -157,7 +157,8 @@ def run_pipeline(
             control.close()
         if supervisor and supervisor.workers:
             supervisor.stop(timeout=10)
-        serve.delete(APP_NAME, _blocking=True) if ray.is_initialized() else None
+        if ray.is_initialized():
+            serve.delete(APP_NAME, _blocking=True)
         if started_ray:
             serve.shutdown()
             ray.shutdown()
