@@ -1,0 +1,157 @@
+"""Synthetic action clips: the caption must be true of every clip, whatever the seed varies."""
+
+from __future__ import annotations
+
+import itertools
+
+import av
+import numpy as np
+import pytest
+
+from xclip_stream.training.synthetic import (
+    COLORS,
+    MOTIONS,
+    SHAPES,
+    Action,
+    all_actions,
+    render_clip,
+    render_stream,
+    write_clip,
+)
+
+SIZE = 64
+SEEDS = range(6)
+
+
+def object_masks(clip: np.ndarray, color: str) -> np.ndarray:
+    """(T, H, W) pixels close to ``color``: the main object (the distractor's colour always differs)."""
+    distance = np.linalg.norm(clip.astype(np.float32) - np.array(COLORS[color], np.float32), axis=-1)
+    return distance < 60
+
+
+def centroids(masks: np.ndarray) -> np.ndarray:
+    """(T, 2) mask centroid (x, y) per frame."""
+    yy, xx = np.mgrid[0:masks.shape[1], 0:masks.shape[2]]
+    area = masks.sum(axis=(1, 2))
+    assert area.min() > 0, "object missing from a frame"
+    return np.stack([(masks * xx).sum(axis=(1, 2)) / area, (masks * yy).sum(axis=(1, 2)) / area], axis=1)
+
+
+def test_clip_shape_dtype_and_determinism():
+    action = Action("red", "circle", "moving left")
+    clip = render_clip(action, num_frames=8, size=SIZE, seed=3)
+    assert clip.shape == (8, SIZE, SIZE, 3) and clip.dtype == np.uint8
+    np.testing.assert_array_equal(clip, render_clip(action, num_frames=8, size=SIZE, seed=3))
+    assert not np.array_equal(clip, render_clip(action, num_frames=8, size=SIZE, seed=4))
+
+
+def test_captions_round_trip_and_cover_all_combinations():
+    actions = all_actions()
+    assert len(actions) == 120 == len(COLORS) * len(SHAPES) * len(MOTIONS)
+    assert len({a.caption for a in actions}) == 120
+    assert all(Action.parse(a.caption) == a for a in actions)
+    assert Action("blue", "triangle", "standing still").caption == "a blue triangle standing still"
+
+
+def test_invalid_values_are_named():
+    with pytest.raises(ValueError, match="'purple'.*'red'"):
+        Action("purple", "circle", "growing")
+    with pytest.raises(ValueError, match="'hexagon'"):
+        Action("red", "hexagon", "growing")
+    with pytest.raises(ValueError, match="not of the form"):
+        Action.parse("red circle")
+
+
+DIRECTIONS = {"moving left": (0, -1), "moving right": (0, 1), "moving up": (1, -1), "moving down": (1, 1)}
+
+
+@pytest.mark.parametrize("motion", list(DIRECTIONS))
+def test_directional_motion_moves_the_object_across_the_frame(motion):
+    axis, sign = DIRECTIONS[motion]
+    for seed, color, shape in zip(SEEDS, itertools.cycle(COLORS), itertools.cycle(SHAPES)):
+        clip = render_clip(Action(color, shape, motion), size=SIZE, seed=seed)
+        c = centroids(object_masks(clip, color))
+        steps = np.diff(c[:, axis]) * sign
+        assert (steps > 0).all(), (seed, c)  # monotonic
+        assert steps.sum() > 0.3 * SIZE, (seed, c)
+        assert np.ptp(c[:, 1 - axis]) < 1.0, (seed, c)  # no drift on the other axis
+
+
+@pytest.mark.parametrize(("forward", "backward"), [("moving left", "moving right"), ("moving up", "moving down"),
+                                                    ("growing", "shrinking")])
+def test_paired_motions_are_time_reversals(forward, backward):
+    for seed in SEEDS:
+        a = object_masks(render_clip(Action("green", "triangle", forward), seed=seed), "green")
+        b = object_masks(render_clip(Action("green", "triangle", backward), seed=seed), "green")
+        np.testing.assert_allclose(centroids(a), centroids(b)[::-1], atol=0.5)
+        np.testing.assert_allclose(a.sum(axis=(1, 2)), b.sum(axis=(1, 2))[::-1], rtol=0.05)
+
+
+@pytest.mark.parametrize("motion", ["growing", "shrinking"])
+def test_scale_motion_changes_area_monotonically(motion):
+    for seed, shape in zip(SEEDS, itertools.cycle(SHAPES)):
+        area = object_masks(render_clip(Action("white", shape, motion), seed=seed), "white").sum(axis=(1, 2))
+        ratio = area[-1] / area[0]
+        steps = np.diff(area.astype(float))
+        if motion == "growing":
+            assert ratio > 1.8 and (steps >= 0).all(), (seed, area)
+        else:
+            assert ratio < 1 / 1.8 and (steps <= 0).all(), (seed, area)
+
+
+def test_blinking_switches_the_object_on_and_off():
+    for seed, shape in zip(SEEDS, itertools.cycle(SHAPES)):
+        area = object_masks(render_clip(Action("yellow", shape, "blinking"), seed=seed), "yellow").sum(axis=(1, 2))
+        on = area > 20
+        assert (area[~on] <= 2).all(), (seed, area)
+        assert np.count_nonzero(on[1:] != on[:-1]) >= 2, (seed, area)
+
+
+def test_standing_still_stays_put():
+    for seed, shape in zip(SEEDS, itertools.cycle(SHAPES)):
+        c = centroids(object_masks(render_clip(Action("blue", shape, "standing still"), seed=seed), "blue"))
+        assert np.linalg.norm(c - c[0], axis=1).max() < 2.0, (seed, c)
+
+
+def test_span_covers_part_of_the_motion():
+    action = Action("red", "square", "moving right")
+    full = centroids(object_masks(render_clip(action, seed=1), "red"))
+    part = centroids(object_masks(render_clip(action, seed=1, span=0.5), "red"))
+    travel_full, travel_part = np.ptp(full[:, 0]), np.ptp(part[:, 0])
+    assert travel_part == pytest.approx(travel_full / 2, abs=1.5)
+    assert full[0, 0] - 1 <= part[0, 0] and part[-1, 0] <= full[-1, 0] + 1
+    with pytest.raises(ValueError, match="span"):
+        render_clip(action, span=1.5)
+
+
+def test_distractor_appears_for_some_seeds_and_never_moves_clearly():
+    action = Action("red", "circle", "moving right")
+    others = [c for c in COLORS if c != "red"]
+    seen = 0
+    for seed in range(12):
+        clip = render_clip(action, size=SIZE, seed=seed)
+        present = [c for c in others if object_masks(clip, c).sum(axis=(1, 2)).min() > 3]
+        for color in present:
+            c = centroids(object_masks(clip, color))
+            assert np.linalg.norm(c - c[0], axis=1).max() < 2.5, (seed, color, c)
+        seen += bool(present)
+    assert 2 <= seen <= 10
+
+
+def test_render_stream_switches_action_after_its_duration():
+    actions = [Action("red", "circle", "moving left"), Action("blue", "square", "growing")]
+    fps, seconds = 8, 1.5
+    per_action = int(seconds * fps)
+    items = list(itertools.islice(render_stream(actions, seconds, fps, SIZE, seed=0), 3 * per_action))
+    assert all(frame.shape == (SIZE, SIZE, 3) and frame.dtype == np.uint8 for _, frame in items)
+    labels = [a for a, _ in items]
+    assert labels == [actions[0]] * per_action + [actions[1]] * per_action + [actions[0]] * per_action
+    first = centroids(object_masks(np.stack([f for _, f in items[:per_action]]), "red"))
+    assert (np.diff(first[:, 0]) < 0).all()  # smooth, monotonic over the action's whole duration
+
+
+def test_write_clip_is_readable(tmp_path):
+    path = write_clip(tmp_path / "clip.mp4", Action("white", "triangle", "moving up"), num_frames=8, size=SIZE)
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 8 and frames[0].shape == (SIZE, SIZE, 3)

@@ -1,0 +1,321 @@
+"""Synthetic action videos: one coloured shape doing one captioned motion over a textured background.
+
+The demo model is trained on these, so every clip must make its caption true (the distractor never
+moves clearly, backgrounds keep contrast with the objects) while everything the caption does not name
+(size, speed, position, background, noise, distractor) varies with the seed, so the model cannot
+shortcut on it. Left/right, up/down and growing/shrinking of one seed are exact time reversals of
+each other: only the order of frames tells them apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xclip_stream.pipeline.clips import write_video
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 215, 40),
+    "white": (245, 245, 245),
+}
+SHAPES = ("circle", "square", "triangle")
+MOTIONS = (
+    "moving left", "moving right", "moving up", "moving down",
+    "growing", "shrinking", "blinking", "standing still",
+)
+TEXTURES = ("flat", "gradient", "stripes", "checkerboard", "noise")
+
+_MIN_BG_DISTANCE = 110.0  # RGB distance every background colour keeps from the main object's colour
+_MIN_BG_DISTANCE_DISTRACTOR = 80.0
+
+
+def _check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; expected one of {', '.join(map(repr, allowed))}")
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a clip shows; its caption is the text the model learns to match."""
+
+    color: str
+    shape: str
+    motion: str
+
+    def __post_init__(self) -> None:
+        _check_choice("color", self.color, tuple(COLORS))
+        _check_choice("shape", self.shape, SHAPES)
+        _check_choice("motion", self.motion, MOTIONS)
+
+    @property
+    def caption(self) -> str:
+        return f"a {self.color} {self.shape} {self.motion}"
+
+    @classmethod
+    def parse(cls, caption: str) -> Action:
+        """Inverse of ``caption``: ``"a red circle moving left"`` -> ``Action("red", "circle", "moving left")``."""
+        parts = caption.strip().split(" ", 3)
+        if len(parts) != 4 or parts[0] != "a":
+            raise ValueError(f"caption {caption!r} is not of the form 'a <color> <shape> <motion>'")
+        return cls(parts[1], parts[2], parts[3])
+
+
+def all_actions() -> list[Action]:
+    """All colour x shape x motion combinations (120), in a fixed order (colours, then shapes, then motions)."""
+    return [Action(c, s, m) for c in COLORS for s in SHAPES for m in MOTIONS]
+
+
+# --- scene planning ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Path:
+    """The main object's centre and half-size from progress 0 to 1 (half-size interpolated geometrically)."""
+
+    start: tuple[float, float, float]  # (cx, cy, r)
+    end: tuple[float, float, float]
+    blink_states: float | None = None  # on/off states over the clip; None: always visible
+    blink_phase: float = 0.0
+    jitter: float = 0.0
+
+    def at(self, p: float) -> tuple[float, float, float]:
+        (x0, y0, r0), (x1, y1, r1) = self.start, self.end
+        return x0 + (x1 - x0) * p, y0 + (y1 - y0) * p, r0 * (r1 / r0) ** p
+
+    def visible(self, t: float) -> bool:
+        if self.blink_states is None:
+            return True
+        return int(np.floor(t * self.blink_states + self.blink_phase)) % 2 == 0
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) swept by the object over the whole path."""
+        r = max(self.start[2], self.end[2]) + self.jitter
+        xs, ys = (self.start[0], self.end[0]), (self.start[1], self.end[1])
+        return min(xs) - r, min(ys) - r, max(xs) + r, max(ys) + r
+
+
+@dataclass(frozen=True)
+class _Sprite:
+    """A still (optionally jittering) shape: the distractor."""
+
+    color: tuple[int, int, int]
+    shape: str
+    center: tuple[float, float]
+    r: float
+    jitter: float
+
+
+@dataclass(frozen=True, eq=False)
+class _Scene:
+    color: tuple[int, int, int]
+    shape: str
+    path: _Path
+    background: np.ndarray  # (size, size, 3) float32
+    distractor: _Sprite | None
+    noise_sigma: float
+    progress: tuple[float, float]  # (offset, span): clip time t maps to progress offset + span * t
+
+
+def _main_path(motion: str, size: int, num_frames: int, rng: np.random.Generator) -> _Path:
+    """Draw every variation in a fixed order, whatever the motion, so paired motions share one seed's draws."""
+    r = size * rng.uniform(0.075, 0.15)
+    travel = size * rng.uniform(0.35, 0.6)
+    along, across = rng.uniform(0, 1, size=2)
+    r_small, ratio = size * rng.uniform(0.06, 0.085), rng.uniform(2.0, 2.5)
+    blink_states = rng.uniform(3.0, 4.5) * max(num_frames - 1, 1) / 7
+    blink_phase = rng.uniform(0.0, 2.0)
+    jitter = 0.5 if rng.random() < 0.5 else 0.0
+    hi = size - 1
+    if motion in ("growing", "shrinking"):
+        r_large = r_small * ratio
+        cx, cy = r_large + along * (hi - 2 * r_large), r_large + across * (hi - 2 * r_large)
+        small, large = (cx, cy, r_small), (cx, cy, r_large)
+        return _Path(small, large) if motion == "growing" else _Path(large, small)
+    if motion.startswith("moving"):
+        a = r + along * (hi - 2 * r - travel)
+        b = r + across * (hi - 2 * r)
+        lo_end, hi_end = a, a + travel
+        first, last = (hi_end, lo_end) if motion in ("moving left", "moving up") else (lo_end, hi_end)
+        if motion in ("moving left", "moving right"):
+            return _Path((first, b, r), (last, b, r))
+        return _Path((b, first, r), (b, last, r))
+    cx, cy = r + along * (hi - 2 * r), r + across * (hi - 2 * r)
+    if motion == "blinking":
+        return _Path((cx, cy, r), (cx, cy, r), blink_states=blink_states, blink_phase=blink_phase)
+    return _Path((cx, cy, r), (cx, cy, r), jitter=jitter)
+
+
+def _distractor(action: Action, path: _Path, size: int, rng: np.random.Generator) -> _Sprite | None:
+    """With probability 1/2, a smaller still shape of another colour and shape, clear of the main object's sweep."""
+    if rng.random() < 0.5:
+        return None
+    color = rng.choice([c for c in COLORS if c != action.color])
+    shape = rng.choice([s for s in SHAPES if s != action.shape])
+    r = min(path.start[2], path.end[2]) * rng.uniform(0.5, 0.75)
+    jitter = float(rng.choice([0.0, 1.0]))
+    x0, y0, x1, y1 = path.bbox()
+    margin = r + jitter + 2
+    for cx, cy in rng.uniform(r + 1, size - 2 - r, size=(30, 2)):
+        if cx + margin < x0 or cx - margin > x1 or cy + margin < y0 or cy - margin > y1:
+            return _Sprite(COLORS[str(color)], str(shape), (float(cx), float(cy)), float(r), jitter)
+    return None
+
+
+def _segment_distance(point: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest distance from ``point`` to the colours between ``a`` and ``b`` (a texture blends along it)."""
+    ab = b - a
+    denom = float(ab @ ab)
+    u = 0.0 if denom == 0 else float(np.clip((point - a) @ ab / denom, 0.0, 1.0))
+    return float(np.linalg.norm(point - (a + u * ab)))
+
+
+def _background_colors(avoid: list[tuple[tuple[int, int, int], float]],
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours whose every blend keeps at least the given distance from each object colour."""
+    for _ in range(200):
+        a, b = rng.uniform(0, 255, size=(2, 3))
+        if all(_segment_distance(np.array(c, float), a, b) >= d for c, d in avoid):
+            return a, b
+    return np.zeros(3), np.full(3, 30.0)  # near-black is far from every colour in COLORS
+
+
+def _bilinear(grid: np.ndarray, size: int) -> np.ndarray:
+    """Upsample a small (k+1, k+1) grid to (size, size): smooth low-frequency noise without SciPy."""
+    k = grid.shape[0] - 1
+    u = np.linspace(0, k, size)
+    i = np.minimum(np.floor(u).astype(int), k - 1)
+    f = u - i
+    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]
+    return rows[:, i] * (1 - f)[None, :] + rows[:, i + 1] * f[None, :]
+
+
+def _texture_weights(texture: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) blend weights in [0, 1] between the two background colours."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    proj = xx * np.cos(angle) + yy * np.sin(angle)
+    scale = size / 64
+    if texture == "flat":
+        return np.zeros((size, size), np.float32)
+    if texture == "gradient":
+        return (proj - proj.min()) / max(float(np.ptp(proj)), 1e-6)
+    if texture == "stripes":
+        return (np.floor(proj / (rng.uniform(5, 14) * scale)) % 2).astype(np.float32)
+    if texture == "checkerboard":
+        cell = rng.uniform(4, 12) * scale
+        return ((np.floor(xx / cell) + np.floor(yy / cell)) % 2).astype(np.float32)
+    return _bilinear(rng.uniform(0, 1, size=(int(rng.integers(2, 6)) + 1,) * 2), size).astype(np.float32)
+
+
+def _background(color: tuple[int, int, int], distractor: _Sprite | None, size: int,
+                rng: np.random.Generator) -> np.ndarray:
+    avoid = [(color, _MIN_BG_DISTANCE)]
+    if distractor is not None:
+        avoid.append((distractor.color, _MIN_BG_DISTANCE_DISTRACTOR))
+    a, b = _background_colors(avoid, rng)
+    w = _texture_weights(str(rng.choice(TEXTURES)), size, rng)[..., None]
+    return (a * (1 - w) + b * w).astype(np.float32)
+
+
+def _plan_scene(action: Action, size: int, num_frames: int, span: float, seed: int | list[int]
+                ) -> tuple[_Scene, np.random.Generator]:
+    """The scene and the per-frame generator (jitter, noise); each concern has its own seeded stream."""
+    geometry, extras, backdrop, frames = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
+    path = _main_path(action.motion, size, num_frames, geometry)
+    offset = geometry.uniform(0, 1) * (1 - span)
+    distractor = _distractor(action, path, size, extras)
+    noise_sigma = float(extras.uniform(1.0, 4.0))
+    background = _background(COLORS[action.color], distractor, size, backdrop)
+    scene = _Scene(COLORS[action.color], action.shape, path, background, distractor, noise_sigma, (offset, span))
+    return scene, frames
+
+
+# --- rasterising ------------------------------------------------------------------------------------
+
+def shape_mask(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
+    """(size, size) bool mask of a shape with centre (cx, cy) and half-size r (triangle points up)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return (np.abs(dx) <= r) & (np.abs(dy) <= r)
+    if shape == "triangle":
+        # apex (cx, cy - r), base corners (cx -/+ r, cy + r): below the apex-to-corner edges, above the base
+        return (dy <= r) & (2 * dx <= dy + r) & (-2 * dx <= dy + r)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(map(repr, SHAPES))}")
+
+
+def _render_frame(scene: _Scene, t: float, rng: np.random.Generator) -> np.ndarray:
+    size = scene.background.shape[0]
+    frame = scene.background.copy()
+    main_jitter = rng.uniform(-1, 1, size=2) * scene.path.jitter
+    d = scene.distractor
+    d_jitter = rng.uniform(-1, 1, size=2) * (d.jitter if d is not None else 0.0)
+    if d is not None:
+        frame[shape_mask(d.shape, d.center[0] + d_jitter[0], d.center[1] + d_jitter[1], d.r, size)] = d.color
+    if scene.path.visible(t):
+        offset, span = scene.progress
+        cx, cy, r = scene.path.at(offset + span * t)
+        frame[shape_mask(scene.shape, cx + main_jitter[0], cy + main_jitter[1], r, size)] = scene.color
+    frame += rng.normal(0.0, scene.noise_sigma, size=frame.shape).astype(np.float32)
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+
+def _times(num_frames: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+
+
+def _check_size(num_frames: int, size: int) -> None:
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if size < 16:
+        raise ValueError(f"size must be >= 16 pixels, got {size}")
+
+
+# --- public API -------------------------------------------------------------------------------------
+
+def render_clip(action: Action, num_frames: int = 8, size: int = 64, seed: int = 0,
+                span: float | None = None) -> np.ndarray:
+    """(num_frames, size, size, 3) uint8 RGB clip of ``action``, the same for the same seed.
+
+    ``span`` in (0, 1] is the fraction of a longer motion the clip covers (default 1: all of it), so a
+    model also sees partial motions, as a sliding window over a live camera does.
+    """
+    _check_size(num_frames, size)
+    span = 1.0 if span is None else float(span)
+    if not 0.0 < span <= 1.0:
+        raise ValueError(f"span must be in (0, 1], got {span}")
+    scene, rng = _plan_scene(action, size, num_frames, span, seed)
+    return np.stack([_render_frame(scene, float(t), rng) for t in _times(num_frames)])
+
+
+def render_stream(actions: list[Action], seconds_per_action: float, fps: int, size: int,
+                  seed: int) -> Iterator[tuple[Action, np.ndarray]]:
+    """Endless live synthetic camera: cycles through ``actions``, each lasting ``seconds_per_action``.
+
+    Each action gets a fresh scene (seeded from ``seed`` and its position in the stream) and its
+    motion spans the whole action, so it progresses smoothly from frame to frame.
+    """
+    if not actions:
+        raise ValueError("render_stream needs at least one action")
+    frames_per_action = round(seconds_per_action * fps)
+    _check_size(frames_per_action, size)
+    for index, action in enumerate(itertools.cycle(actions)):
+        scene, rng = _plan_scene(action, size, frames_per_action, 1.0, [seed, index])
+        for t in _times(frames_per_action):
+            yield action, _render_frame(scene, float(t), rng)
+
+
+def write_clip(path: str | Path, action: Action, num_frames: int, size: int, fps: int = 8,
+               seed: int = 0) -> Path:
+    """Render ``action`` and encode it as H.264 mp4 (yuv420p, so ``size`` must be even)."""
+    if size % 2:
+        raise ValueError(f"size must be even for H.264 yuv420p, got {size}")
+    return write_video(path, render_clip(action, num_frames, size, seed), fps=fps, crf=18)
