@@ -16,6 +16,7 @@ from xclip_stream.training.synthetic import (
     all_actions,
     render_clip,
     render_stream,
+    render_window,
     write_clip,
 )
 
@@ -148,6 +149,34 @@ def test_render_stream_switches_action_after_its_duration():
     assert labels == [actions[0]] * per_action + [actions[1]] * per_action + [actions[0]] * per_action
     first = centroids(object_masks(np.stack([f for _, f in items[:per_action]]), "red"))
     assert (np.diff(first[:, 0]) < 0).all()  # smooth, monotonic over the action's whole duration
+
+
+def test_render_window_cuts_a_live_camera_across_scene_changes():
+    action = Action("yellow", "square", "moving right")
+    per_scene, stride = 9, 2
+    window = render_window(action, num_frames=8, size=SIZE, seed=4, frames_per_scene=per_scene, stride=stride, start=3)
+    assert window.shape == (8, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(window, render_window(action, 8, SIZE, 4, per_scene, stride, 3))
+    x = centroids(object_masks(window, "yellow"))[:, 0]
+    # frames 3,5,7 | 9,11,13,15,17: rightwards within each scene, a jump back where a new scene starts
+    scene = [(3 + stride * i) // per_scene for i in range(8)]
+    steps = np.diff(x)
+    same = np.diff(scene) == 0
+    assert (steps[same] > 0).all() and (steps[~same] < 0).all(), (x, scene)
+    # The scenes are render_stream's: the same geometry, so the same object position at a frame.
+    stream = [f for _, f in itertools.islice(render_stream([action], per_scene / 8, 8, SIZE, seed=4), 18)]
+    x_stream = centroids(object_masks(np.stack(stream[3:18:2]), "yellow"))[:, 0]
+    assert np.abs(x - x_stream).max() < 1.5
+
+
+def test_plain_scenes_have_a_flat_background_and_no_distractor():
+    action = Action("green", "triangle", "standing still")
+    for seed in range(8):
+        clip = render_clip(action, size=SIZE, seed=seed, plain=True).astype(np.float32)
+        objects = object_masks(clip, "green")
+        background = clip[~objects]
+        assert background.std(axis=0).max() < 6.0, seed  # the noise only (sigma <= 4): flat, no distractor
+        assert objects.sum(axis=(1, 2)).min() > 10, seed
 
 
 def test_write_clip_is_readable(tmp_path):

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "segment centres (the paper's evaluation).",
     )
     c.add_argument("video", help="a video file PyAV can read")
-    c.add_argument("--model", required=True, help="X-CLIP checkpoint folder (Hugging Face layout)")
+    c.add_argument("--model", required=True,
+                   help="X-CLIP checkpoint folder (Hugging Face layout), or 'demo' for the bundled demo model")
     c.add_argument("--labels", required=True, help='comma-separated labels, e.g. "walking,running,falling"')
     c.add_argument("--window-seconds", type=_positive_float, help="window length; T frames at segment centres")
     c.add_argument("--stride", type=_positive_int, help="instead: T frames every STRIDE-th frame per window")
@@ -68,7 +69,88 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else a local one)")
     r.add_argument("-v", "--verbose", action="store_true",
                    help="log at INFO level and forward the actors' logs (Ray prints them on stdout)")
+    t = commands.add_parser(
+        "train",
+        help="train or fine-tune an X-CLIP on labelled clips; writes a Hugging Face checkpoint folder",
+        description="Train X-CLIP with its video-text objective (every clip against every label's text). "
+        "DATA is 'synthetic' (the generated colour/shape/motion actions, minus the 13 combinations kept "
+        "unseen for the zero-shot test) or a folder with one sub-folder of video clips per label "
+        "(folder name = label, '_' read as a space). Running again into the same OUT resumes.",
+    )
+    t.add_argument("out", help="output checkpoint folder (new, or a run to resume)")
+    t.add_argument("--data", default="synthetic", help="'synthetic' or a folder of label sub-folders")
+    t.add_argument("--init", default="tiny",
+                   help="'tiny' (a new small model), a config.json, a checkpoint folder or 'demo' (fine-tune)")
+    t.add_argument("--steps", type=_positive_int, default=3000, help="optimizer steps in all (default 3000)")
+    t.add_argument("--batch-size", type=_positive_int, default=32, help="clips per step (default 32)")
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument("--text-lr-scale", type=float,
+                   help="the text tower's learning rate relative to --lr (default: 0.1 for a new model, 1 when "
+                   "fine-tuning)")
+    t.add_argument("--text-frozen-steps", type=int,
+                   help="steps the text tower stays frozen at the start (default: half the steps for a new "
+                   "model, 0 when fine-tuning)")
+    t.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default 100)")
+    t.add_argument("--stop-after", type=_positive_int, metavar="STEP",
+                   help="stop (and save) at this step, the schedule still spanning --steps; rerun to go on")
+    t.add_argument("--eval-every", type=_positive_int, default=250, help="steps between evaluations")
+    t.add_argument("--held-out", type=_positive_int, default=2,
+                   help="synthetic data: held-out clips per label for the periodic evaluation (default 2)")
+    t.add_argument("--easy-until", type=float, default=0.3,
+                   help="synthetic data: curriculum length as a fraction of the steps (default 0.3)")
+    t.add_argument("--no-motion-groups", action="store_true",
+                   help="synthetic data: draw every clip independently (default: half of each batch in "
+                   "groups of one scene doing different motions)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: all cores)")
+    t.add_argument("--report", action="store_true",
+                   help="synthetic data: write the evaluation report (eval.json) into OUT at the end")
     return parser
+
+
+def train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .training.data import FolderData, SyntheticData, unseen_combinations
+    from .training.report import format_report, write_report
+    from .training.synthetic import all_actions
+    from .training.train import TrainSettings, init_num_frames
+    from .training.train import train as run_training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    num_frames = init_num_frames(args.init)
+    if args.data == "synthetic":
+        unseen = set(unseen_combinations())
+        data = SyntheticData([a for a in all_actions() if a not in unseen], num_frames=num_frames,
+                             held_out_per_label=args.held_out, seed=args.seed, easy_until=args.easy_until,
+                             motion_groups=not args.no_motion_groups)
+    elif args.report:
+        raise ValueError("--report evaluates the synthetic actions; it needs --data synthetic")
+    else:
+        data = FolderData(args.data, num_frames=num_frames, seed=args.seed)
+    new_model = args.init == "tiny" or Path(args.init).is_file()
+    text_lr_scale = args.text_lr_scale if args.text_lr_scale is not None else (0.1 if new_model else 1.0)
+    text_frozen = args.text_frozen_steps if args.text_frozen_steps is not None else (
+        args.steps // 2 if new_model else 0)
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             text_lr_scale=text_lr_scale, text_frozen_steps=text_frozen,
+                             warmup=args.warmup, stop_after=args.stop_after, eval_every=args.eval_every,
+                             seed=args.seed)
+    print(f"xclip-stream train: {len(data.labels)} labels, {settings.steps} steps of {settings.batch_size} clips "
+          f"-> {args.out}", file=sys.stderr)
+    history = run_training(args.out, data, init=args.init, settings=settings,
+                           log=lambda m: print(m, file=sys.stderr))
+    losses = history["loss"]
+    if losses:
+        head, tail = losses[: min(50, len(losses))], losses[-min(50, len(losses)):]
+        print(f"xclip-stream train: loss {sum(head) / len(head):.3f} (first steps) -> "
+              f"{sum(tail) / len(tail):.3f} (last steps)", file=sys.stderr)
+    if args.report:
+        print(format_report(write_report(args.out)), file=sys.stderr)
+    return 0
 
 
 def run_config(args: argparse.Namespace):
@@ -156,7 +238,7 @@ def classify(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"classify": classify, "run": run}
+    handlers = {"classify": classify, "run": run, "train": train}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as e:

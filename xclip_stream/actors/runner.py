@@ -117,6 +117,7 @@ def run_pipeline(
     previous = _install_signal_handlers(stop)
     supervisor = None
     control = None
+    deployed = False
     try:
         model = ModelInfo.read(config.model.path)
         if config.kafka:
@@ -125,6 +126,7 @@ def run_pipeline(
             create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1})
             if config.kafka.control_topic:
                 control = ControlTopic(config.kafka.bootstrap, config.kafka.control_topic)
+        deployed = True  # from here on, a half-made deployment is removed too
         deploy(config.model, config.serve)
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
                         config.kafka.events_topic if config.kafka else "",
@@ -157,7 +159,7 @@ def run_pipeline(
             control.close()
         if supervisor and supervisor.workers:
             supervisor.stop(timeout=10)
-        if ray.is_initialized():
+        if deployed:
             serve.delete(APP_NAME, _blocking=True)
         if started_ray:
             serve.shutdown()

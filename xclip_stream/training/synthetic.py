@@ -34,6 +34,10 @@ TEXTURES = ("flat", "gradient", "stripes", "checkerboard", "noise")
 
 _MIN_BG_DISTANCE = 110.0  # RGB distance every background colour keeps from the main object's colour
 _MIN_BG_DISTANCE_DISTRACTOR = 80.0
+# Backgrounds are dim (every channel <= 110): the objects are the lit things in the scene. With a
+# fixed contrast polarity a shape's outline reaches a ViT's linear patch embedding with a fixed
+# sign whatever the backdrop; with backgrounds of any colour a small ViT learnt shapes far slower.
+_BACKGROUND_MAX = 110.0
 
 
 def _check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -179,7 +183,7 @@ def _background_colors(avoid: list[tuple[tuple[int, int, int], float]],
                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Two colours whose every blend keeps at least the given distance from each object colour."""
     for _ in range(200):
-        a, b = rng.uniform(0, 255, size=(2, 3))
+        a, b = rng.uniform(0, _BACKGROUND_MAX, size=(2, 3))
         if all(_segment_distance(np.array(c, float), a, b) >= d for c, d in avoid):
             return a, b
     return np.zeros(3), np.full(3, 30.0)  # near-black is far from every colour in COLORS
@@ -214,24 +218,27 @@ def _texture_weights(texture: str, size: int, rng: np.random.Generator) -> np.nd
 
 
 def _background(color: tuple[int, int, int], distractor: _Sprite | None, size: int,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, plain: bool = False) -> np.ndarray:
     avoid = [(color, _MIN_BG_DISTANCE)]
     if distractor is not None:
         avoid.append((distractor.color, _MIN_BG_DISTANCE_DISTRACTOR))
     a, b = _background_colors(avoid, rng)
-    w = _texture_weights(str(rng.choice(TEXTURES)), size, rng)[..., None]
+    texture = str(rng.choice(TEXTURES))
+    w = _texture_weights("flat" if plain else texture, size, rng)[..., None]
     return (a * (1 - w) + b * w).astype(np.float32)
 
 
-def _plan_scene(action: Action, size: int, num_frames: int, span: float, seed: int | list[int]
-                ) -> tuple[_Scene, np.random.Generator]:
-    """The scene and the per-frame generator (jitter, noise); each concern has its own seeded stream."""
+def _plan_scene(action: Action, size: int, num_frames: int, span: float, seed: int | list[int],
+                plain: bool = False) -> tuple[_Scene, np.random.Generator]:
+    """The scene and the per-frame generator (jitter, noise); each concern has its own seeded stream.
+    ``plain``: a flat background and no distractor (a training curriculum's easy start)."""
     geometry, extras, backdrop, frames = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
     path = _main_path(action.motion, size, num_frames, geometry)
     offset = geometry.uniform(0, 1) * (1 - span)
     distractor = _distractor(action, path, size, extras)
+    distractor = None if plain else distractor
     noise_sigma = float(extras.uniform(1.0, 4.0))
-    background = _background(COLORS[action.color], distractor, size, backdrop)
+    background = _background(COLORS[action.color], distractor, size, backdrop, plain)
     scene = _Scene(COLORS[action.color], action.shape, path, background, distractor, noise_sigma, (offset, span))
     return scene, frames
 
@@ -282,7 +289,7 @@ def _check_size(num_frames: int, size: int) -> None:
 # --- public API -------------------------------------------------------------------------------------
 
 def render_clip(action: Action, num_frames: int = 8, size: int = 64, seed: int = 0,
-                span: float | None = None) -> np.ndarray:
+                span: float | None = None, plain: bool = False) -> np.ndarray:
     """(num_frames, size, size, 3) uint8 RGB clip of ``action``, the same for the same seed.
 
     ``span`` in (0, 1] is the fraction of a longer motion the clip covers (default 1: all of it), so a
@@ -292,7 +299,7 @@ def render_clip(action: Action, num_frames: int = 8, size: int = 64, seed: int =
     span = 1.0 if span is None else float(span)
     if not 0.0 < span <= 1.0:
         raise ValueError(f"span must be in (0, 1], got {span}")
-    scene, rng = _plan_scene(action, size, num_frames, span, seed)
+    scene, rng = _plan_scene(action, size, num_frames, span, seed, plain)
     return np.stack([_render_frame(scene, float(t), rng) for t in _times(num_frames)])
 
 
@@ -311,6 +318,29 @@ def render_stream(actions: list[Action], seconds_per_action: float, fps: int, si
         scene, rng = _plan_scene(action, size, frames_per_action, 1.0, [seed, index])
         for t in _times(frames_per_action):
             yield action, _render_frame(scene, float(t), rng)
+
+
+def render_window(action: Action, num_frames: int, size: int, seed: int, frames_per_scene: int,
+                  stride: int, start: int, plain: bool = False) -> np.ndarray:
+    """(num_frames, size, size, 3) frames ``start, start + stride, ...`` of a live synthetic camera
+    showing only ``action`` (a fresh scene every ``frames_per_scene`` frames, as ``render_stream``).
+
+    This is what the pipeline's sampler cuts from such a camera, scene changes included, so the
+    demo model trains on the windows it will see live. Only the frames asked for are drawn.
+    """
+    _check_size(num_frames, size)
+    if frames_per_scene < 2 or stride < 1 or start < 0:
+        raise ValueError("render_window needs frames_per_scene >= 2, stride >= 1 and start >= 0")
+    times = _times(frames_per_scene)
+    scenes: dict[int, tuple[_Scene, np.random.Generator]] = {}
+    frames = []
+    for index in range(start, start + num_frames * stride, stride):
+        scene_index, frame_index = divmod(index, frames_per_scene)
+        if scene_index not in scenes:
+            scenes[scene_index] = _plan_scene(action, size, frames_per_scene, 1.0, [seed, scene_index], plain)
+        scene, rng = scenes[scene_index]
+        frames.append(_render_frame(scene, float(times[frame_index]), rng))
+    return np.stack(frames)
 
 
 def write_clip(path: str | Path, action: Action, num_frames: int, size: int, fps: int = 8,

@@ -1,0 +1,195 @@
+"""`xclip-stream train`: short runs on a folder of clips and on the generator; the loss falls, a run
+resumes where it stopped, and the folder it writes is a checkpoint transformers loads too."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xclip_stream import cli
+from xclip_stream.model import XCLIPModel
+from xclip_stream.model.processor import XCLIPProcessor
+from xclip_stream.pipeline.scoring import resolve_model_path
+from xclip_stream.training.data import FolderData, SyntheticData, label_from_folder, unseen_combinations
+from xclip_stream.training.progress import Progress
+from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
+from xclip_stream.training.train import STATE_FILE, TrainSettings, init_num_frames, tiny_config, train
+
+FRAMES = 4
+
+
+def small_config(tmp_path: Path) -> Path:
+    """A config.json for a very small model (fast enough for many steps in a test)."""
+    config = tiny_config(num_frames=FRAMES, image_size=32, patch_size=8)
+    config.text_config.num_hidden_layers = 1
+    config.vision_config.num_hidden_layers = 1
+    folder = tmp_path / "config"
+    config.save_pretrained(folder)
+    return folder / "config.json"
+
+
+def clip_folder(root: Path, per_label: int = 3, frames: int = 12) -> Path:
+    """root/<label>/*.mp4: three motions, any colour and shape, as a user's labelled clips would be."""
+    labels = {"going_left": "moving left", "going_right": "moving right", "getting_bigger": "growing"}
+    rng = random.Random(0)
+    for folder, motion in labels.items():
+        (root / folder).mkdir(parents=True)
+        for i in range(per_label):
+            action = Action(rng.choice(["red", "green", "blue"]), rng.choice(["circle", "square"]), motion)
+            write_clip(root / folder / f"{i}.mp4", action, num_frames=max(12, frames), size=64,
+                       seed=rng.getrandbits(16))
+    (root / "going_left" / "notes.txt").write_text("not a video: ignored")
+    return root
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_folder_data_labels_split_and_sampling(tmp_path):
+    data = FolderData(clip_folder(tmp_path / "clips"), num_frames=FRAMES, held_out_fraction=0.34)
+    assert data.labels == ["getting bigger", "going left", "going right"]
+    assert len(data.eval) == 3 and len(data.train) == 6  # one clip per label held out
+    clip = data.draw(random.Random(1))
+    assert clip.frames.shape == (FRAMES, 64, 64, 3) and clip.frames.dtype == np.uint8
+    assert sorted(c.label for c in data.held_out()) == [0, 1, 2]
+    assert label_from_folder("person__falling_down") == "person falling down"
+
+
+def test_folder_data_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        FolderData(tmp_path / "missing", num_frames=FRAMES)
+    (tmp_path / "one" / "walking").mkdir(parents=True)
+    with pytest.raises(ValueError, match="at least two label sub-folders"):
+        FolderData(tmp_path / "one", num_frames=FRAMES)
+    (tmp_path / "one" / "running").mkdir()
+    write_clip(tmp_path / "one" / "running" / "a.mp4", Action("red", "circle", "moving left"), 8, 32)
+    with pytest.raises(ValueError, match="walking.*has no video files"):
+        FolderData(tmp_path / "one", num_frames=FRAMES)
+    (tmp_path / "one" / "walking" / "broken.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="broken.mp4"):
+        FolderData(tmp_path / "one", num_frames=FRAMES)
+    (tmp_path / "one" / "walking" / "broken.mp4").unlink()
+    write_clip(tmp_path / "one" / "walking" / "short.mp4", Action("red", "circle", "moving left"), 2, 32)
+    with pytest.raises(ValueError, match="2 frames, fewer than the model's 4"):
+        FolderData(tmp_path / "one", num_frames=FRAMES)
+
+
+def test_unseen_combinations_keep_every_word_in_training():
+    unseen = unseen_combinations()
+    seen = [a for a in all_actions() if a not in unseen]
+    assert 10 <= len(unseen) <= 15
+    for field in ("color", "shape", "motion"):
+        assert {getattr(a, field) for a in unseen} <= {getattr(a, field) for a in seen}
+
+
+def test_synthetic_data_draws_and_held_out_are_reproducible_and_disjoint():
+    actions = all_actions()[:4]
+    data = SyntheticData(actions, num_frames=FRAMES, held_out_per_label=2, seed=3)
+    a, b = data.held_out(), data.held_out()
+    assert [c.label for c in a] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert all(np.array_equal(x.frames, y.frames) for x, y in zip(a, b))
+    draws = [data.draw(random.Random(7), progress=1.0) for _ in range(3)]
+    again = [data.draw(random.Random(7), progress=1.0) for _ in range(3)]
+    assert all(np.array_equal(x.frames, y.frames) for x, y in zip(draws, again))
+    assert all(c.frames.shape[0] == FRAMES and c.frames.shape[1] in data.sizes for c in draws)
+
+
+def test_synthetic_batches_hold_scenes_that_differ_only_in_their_motion():
+    unseen = set(unseen_combinations())
+    data = SyntheticData([a for a in all_actions() if a not in unseen], num_frames=FRAMES, sizes=(32,))
+    clips = data.batch(random.Random(2), 24, progress=1.0)
+    assert len(clips) == 24
+    actions = [data.actions[c.label] for c in clips]
+    assert not unseen & set(actions)
+    # The first half comes in groups: same colour and shape, one motion each of a group.
+    first = actions[0]
+    group = [a for a in actions[:12] if (a.color, a.shape) == (first.color, first.shape)]
+    assert len(group) >= 2 and len({a.motion for a in group}) == len(group)
+    assert {a.motion for a in group} <= {"moving left", "moving right", "moving up", "moving down"} or \
+        {a.motion for a in group} <= {"growing", "shrinking"}
+    # A group's clips are one scene: the left and right clips of a full-span scene are time reversals.
+    pair = {a.motion: c.frames for a, c in zip(actions, clips) if a in group}
+    if {"moving left", "moving right"} <= set(pair):
+        diff = np.abs(pair["moving left"].astype(int) - pair["moving right"][::-1].astype(int)).mean()
+        same_background = np.abs(pair["moving left"][0].astype(int) - pair["moving right"][0].astype(int))
+        assert diff < 20 or np.median(same_background) < 10
+
+
+def test_training_from_a_config_resumes_and_loads_in_transformers(tmp_path):
+    out = tmp_path / "run"
+    data = SyntheticData([Action(c, "square", m) for c in ("red", "blue") for m in ("moving left", "moving right")],
+                         num_frames=FRAMES, sizes=(32,), held_out_per_label=1, easy_until=0.0)
+    settings = TrainSettings(steps=45, batch_size=8, lr=2e-3, warmup=5, eval_every=20, text_frozen_steps=0,
+                             text_lr_scale=1.0, stop_after=40)
+    history = train(out, data, init=str(small_config(tmp_path)), settings=settings, progress=False)
+    losses = history["loss"]
+    assert len(losses) == 40 and all(np.isfinite(losses)), losses
+    assert [step for step, _ in history["eval"]] == [20, 40]
+    assert (out / STATE_FILE).is_file() and (out / "model.safetensors").is_file()
+
+    # Resume: the step count and history carry on from the saved state.
+    settings.stop_after = None
+    more = train(out, data, settings=settings, progress=False)
+    assert len(more["loss"]) == 45 and more["loss"][:40] == pytest.approx(losses)
+    with pytest.raises(ValueError, match="other labels"):
+        train(out, SyntheticData(all_actions()[:3], num_frames=FRAMES), settings=settings, progress=False)
+    with pytest.raises(FileExistsError, match="not empty"):
+        train(tmp_path / "config", data, settings=settings, progress=False)
+
+    # The folder is a checkpoint both loaders read, with the same logits.
+    transformers = pytest.importorskip("transformers")
+    ours = XCLIPModel.from_pretrained(out).eval()
+    theirs = transformers.XCLIPModel.from_pretrained(out).eval()
+    processor = XCLIPProcessor.from_pretrained(out)
+    inputs = processor(text=data.labels, videos=[render_clip(Action("red", "square", "moving left"), FRAMES, 32, 5)],
+                       return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.allclose(ours(**inputs).logits_per_video, theirs(**inputs).logits_per_video, atol=1e-4)
+
+
+def test_cli_fine_tunes_the_demo_model_on_a_clip_folder_and_the_loss_falls(tmp_path, capsys):
+    """A user's case: new wording for motions the demo model knows, from a folder of mp4 clips."""
+    frames = init_num_frames("demo")
+    out = tmp_path / "tuned"
+    clips = clip_folder(tmp_path / "clips", frames=frames)
+    code = cli.main(["train", str(out), "--data", str(clips), "--init", "demo", "--steps", "30",
+                     "--batch-size", "6", "--lr", "5e-4", "--text-frozen-steps", "0", "--text-lr-scale", "1",
+                     "--warmup", "3", "--eval-every", "15"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "3 labels, 30 steps" in err and "held-out top-1" in err
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    losses = state["loss"].tolist()
+    assert state["step"] == 30 and mean(losses[-8:]) < mean(losses[:8]) - 0.1, losses
+    assert list(state["labels"]) == ["getting bigger", "going left", "going right"]
+    # Same architecture and tokenizer as the model it started from.
+    demo = resolve_model_path("demo")
+    for name in ("config.json", "vocab.json"):
+        assert json.loads((out / name).read_text()) == json.loads((demo / name).read_text())
+
+
+def test_cli_train_errors(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path / "x"), "--init", "nonsense"]) == 2
+    assert "--init 'nonsense'" in capsys.readouterr().err
+    assert cli.main(["train", str(tmp_path / "x"), "--data", str(tmp_path / "nowhere"), "--init",
+                     str(small_config(tmp_path))]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_progress_bar_logs_one_line_per_5_percent():
+    out = io.StringIO()
+    bar = Progress(100, stream=out)
+    for step in range(1, 101):
+        bar.update(step, f"loss {1 / step:.3f}")
+    bar.write("step 100: held-out top-1 0.5")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 21 and lines[0].startswith("[#") and "5/100" in lines[0] and "100/100" in lines[-2]
+    assert lines[-1] == "step 100: held-out top-1 0.5"
