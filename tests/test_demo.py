@@ -23,10 +23,10 @@ def test_demo_events_name_each_cameras_true_activity(tmp_path, kafka_bootstrap, 
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "xclip_stream.demo", "--seconds", str(SECONDS), "--kafka-bootstrap", kafka_bootstrap,
-         "--events-topic", kafka_topic, "--summary", str(summary_path), "--plain"],
+         "--events-topic", kafka_topic, "--summary", str(summary_path), "--plain", "--log", str(tmp_path / "demo.log")],
         capture_output=True, text=True, timeout=240,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:] + (tmp_path / "demo.log").read_text()[-3000:]
     assert time.monotonic() - started < SECONDS + 120
     summary = json.loads(summary_path.read_text())
     truth = {camera: c["truth"] for camera, c in summary["cameras"].items()}

@@ -148,14 +148,15 @@ def _stop_later(first_window: threading.Event, seconds: float, stop: threading.E
 
 
 def run_demo(seconds: float, cameras: int = 4, bootstrap: str | None = None, topic: str = EVENTS_TOPIC,
-             model: str = "demo", summary_path: Path | None = None, plain: bool | None = None) -> dict:
+             model: str = "demo", summary_path: Path | None = None, plain: bool | None = None,
+             log: Path | None = None) -> dict:
     from .actors.runner import run_pipeline
     from .services.rtsp_server import rtsp_available
 
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="xclip-demo-") as tmp:
         work = Path(tmp)
-        log = Path(tempfile.gettempdir()) / "xclip-demo.log"
+        log = log or Path(tempfile.gettempdir()) / "xclip-demo.log"
         log.write_text("")
         print(f"xclip-stream demo: preparing {cameras} synthetic cameras; logs in {log}", file=sys.stderr)
         planned = plan_cameras(cameras, work, rtsp_available())
@@ -166,7 +167,8 @@ def run_demo(seconds: float, cameras: int = 4, bootstrap: str | None = None, top
             view.start()
             threading.Thread(target=_stop_later, args=(view.first_window, seconds, stop), daemon=True).start()
             try:
-                run_pipeline(config, open(os.devnull, "w"), stop=stop)
+                with open(os.devnull, "w") as unused:  # events go to Kafka; the view reads them back
+                    run_pipeline(config, unused, stop=stop)
             finally:
                 stop.set()
                 summary = view.finish()
@@ -186,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="demo", help="checkpoint folder (default: the bundled demo model)")
     parser.add_argument("--summary", type=Path, help="write the per-camera accuracy summary here (JSON)")
     parser.add_argument("--plain", action="store_true", help="one line per event instead of a redrawn table")
+    parser.add_argument("--log", type=Path, help="Ray's and the services' output (default: TMPDIR/xclip-demo.log)")
     args = parser.parse_args(argv)
     try:
         summary = run_demo(args.seconds, args.cameras, args.kafka_bootstrap, args.events_topic, args.model,
-                           args.summary, plain=True if args.plain else None)
+                           args.summary, plain=True if args.plain else None, log=args.log)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"xclip-stream demo: error: {e}", file=sys.stderr)
         return 2
