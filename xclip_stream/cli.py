@@ -113,9 +113,8 @@ def train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .training.data import FolderData, SyntheticData, unseen_combinations
+    from .training.data import FolderData, SyntheticData, trained_combinations
     from .training.report import format_report, write_report
-    from .training.synthetic import all_actions
     from .training.train import TrainSettings, init_num_frames
     from .training.train import train as run_training
 
@@ -123,8 +122,7 @@ def train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     num_frames = init_num_frames(args.init)
     if args.data == "synthetic":
-        unseen = set(unseen_combinations())
-        data = SyntheticData([a for a in all_actions() if a not in unseen], num_frames=num_frames,
+        data = SyntheticData(trained_combinations(), num_frames=num_frames,
                              held_out_per_label=args.held_out, seed=args.seed, easy_until=args.easy_until,
                              motion_groups=not args.no_motion_groups)
     elif args.report:

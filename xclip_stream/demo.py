@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .pipeline.clips import write_video
-from .training.data import unseen_combinations
+from .training.data import trained_combinations
 from .training.synthetic import Action, all_actions, render_stream
 from .viewer import LiveView, ViewCamera
 
@@ -45,10 +45,8 @@ class DemoCamera:
 
 def demo_actions(count: int, seed: int = 0) -> list[Action]:
     """``count`` trained combinations with distinct motions where possible: the demo's cameras."""
-    unseen = set(unseen_combinations())
-    rng = random.Random(seed)
-    pool = [a for a in all_actions() if a not in unseen]
-    rng.shuffle(pool)
+    pool = trained_combinations()
+    random.Random(seed).shuffle(pool)
     picked: list[Action] = []
     for action in pool:
         if len(picked) == count:

@@ -56,6 +56,12 @@ def unseen_combinations(actions: Sequence[Action] | None = None) -> list[Action]
             if (colors.index(a.color) + 3 * shapes.index(a.shape) + MOTIONS.index(a.motion)) % 10 == 0]
 
 
+def trained_combinations() -> list[Action]:
+    """All combinations but ``unseen_combinations()``: what the demo model trains on (107)."""
+    unseen = set(unseen_combinations())
+    return [a for a in all_actions() if a not in unseen]
+
+
 class SyntheticData(ClipData):
     """Synthetic clips of ``actions``. Half of the draws are whole clips covering 40-100% of one
     motion; half are windows cut from a live synthetic camera at a random frame stride, scene

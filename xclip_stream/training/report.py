@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..model import XCLIPModel
 from ..model.processor import XCLIPProcessor
-from .data import SyntheticData, unseen_combinations
+from .data import SyntheticData, trained_combinations, unseen_combinations
 from .synthetic import MOTIONS, Action, all_actions
 from .train import predict
 
@@ -34,8 +34,7 @@ def evaluate_synthetic(model: XCLIPModel, processor: XCLIPProcessor, per_label: 
     """Top-1 (and per-factor) accuracy over all captions on held-out clips of the trained
     combinations and of the unseen ones, plus top-1 of the unseen among themselves."""
     labels = all_actions()
-    unseen = unseen_combinations()
-    seen = [a for a in labels if a not in unseen]
+    unseen, seen = unseen_combinations(), trained_combinations()
     num_frames = model.config.vision_config.num_frames
     captions = [a.caption for a in labels]
     report: dict = {"labels": len(labels), "chance_top1": 1 / len(labels), "seed": seed}
