@@ -50,18 +50,35 @@ def tiny_config(num_frames: int = 8, image_size: int = 64, patch_size: int = 8) 
     )
 
 
+def sincos_2d(grid: int, dim: int, base: float = 100.0) -> torch.Tensor:
+    """(grid * grid, dim) fixed 2-D sine-cosine codes of patch positions, row-major: a quarter of
+    the channels each for sin(x), cos(x), sin(y), cos(y) at geometric frequencies."""
+    quarter = dim // 4
+    omega = base ** (-torch.arange(quarter, dtype=torch.float32) / quarter)  # (dim/4,)
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                            indexing="ij")
+    x, y = xs.reshape(-1, 1) * omega, ys.reshape(-1, 1) * omega  # (grid*grid, dim/4)
+    codes = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)
+    return F.pad(codes, (0, dim - codes.shape[1]))
+
+
 @torch.no_grad()
 def _init_positions(model: XCLIPModel) -> None:
     """Start a new model with position embeddings that matter: frame order (the MIT's) at the
-    scale of the frame features, patch positions at the scale of the patch embeddings.
+    scale of the frame features, patch positions as 2-D sine-cosine codes at unit scale.
 
     X-CLIP sees the order of frames only through the MIT's position embeddings (its cross-frame
     message attention has none), and CLIP's initialisation (std 0.02, against unit-scale
     features) leaves left/right, up/down and growing/shrinking, which are time reversals of each
-    other, almost indistinguishable at first.
+    other, almost indistinguishable at first. A direction also needs each frame's class token to
+    say where the object is: a ridge probe recovers the object's x position from it with R^2 0.49
+    at this initialisation, 0.18 with random positions (std 0.2).
     """
     torch.nn.init.normal_(model.mit.position_embedding, std=0.5)
-    torch.nn.init.normal_(model.vision_model.embeddings.position_embedding.weight, std=0.2)
+    weight = model.vision_model.embeddings.position_embedding.weight  # (1 + grid*grid, D)
+    grid = math.isqrt(weight.shape[0] - 1)
+    weight[0] = 0.0  # the class token
+    weight[1:] = sincos_2d(grid, weight.shape[1])
 
 
 def build_model(init: str, labels: Sequence[str]) -> tuple[XCLIPModel, XCLIPProcessor]:
