@@ -1,0 +1,204 @@
+"""Model benchmark: our X-CLIP against transformers' XCLIPModel, same random weights and inputs, one process.
+
+    .venv/bin/python bench/model.py [--configs base32,base16] [--batch-sizes 1,8,32,64]
+                                    [--dtypes float32,bfloat16] [--labels 16] [--device auto]
+
+transformers builds each configuration with its random init and saves it; our classes load that
+folder, so both sides hold the same weights. Our side scores with ``classify`` against label
+features cached once (what a replica does: labels change rarely, windows every hop); the reference
+runs its full ``forward`` with the labels' token ids, as a user's loop around XCLIPModel would.
+bf16 is the reference's weights cast to bf16 with SDPA attention, and ours under bf16 autocast
+(LayerNorm statistics and the logits in float32). Each row's two sides are timed alternately in one
+run, so the ratio holds on a noisy machine even where the absolute figures drift. The relative error
+is ||ours - reference float32|| / ||reference float32|| over the logits of one batch; ``ref err`` is
+the same for the reference at that dtype. With random weights the logits sit near zero (cosines of
+a few hundredths), so bf16's relative errors are large on both sides; trained weights spread them.
+
+Prints a table and writes bench/results/model.json (or --out). Defaults: on CUDA the issue's grid
+(B 1, 8, 32, 64; both configs; float32 and bf16); on a CPU base32 float32 at B 1, 4, 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from xclip_stream.model import XCLIPModel  # noqa: E402
+
+CONFIGS = {"base32": {"patch_size": 32}, "base16": {"patch_size": 16}}  # xclip-base-patch32 / -patch16
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+BOS, EOS = 49406, 49407
+
+
+def reference_model(kind: str, frames: int, attn: str = "sdpa"):
+    import transformers  # the test-only oracle: imported here so the module loads without it
+
+    config = transformers.XCLIPConfig(vision_config={"num_frames": frames, **CONFIGS[kind]})
+    torch.manual_seed(0)
+    return transformers.XCLIPModel._from_config(config, attn_implementation=attn).eval()
+
+
+def label_tokens(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` labels of 4-10 tokens (BOS, words, EOS), end-of-text padded as CLIP's tokenizer pads."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, 11, (count,), generator=g).tolist()
+    ids = torch.full((count, max(lengths)), EOS)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, 0] = BOS
+        ids[i, 1:n - 1] = torch.randint(0, 49000, (n - 2,), generator=g)
+        mask[i, :n] = 1
+    return ids, mask
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_batches(fn: Callable[[], object], device: torch.device, min_seconds: float, min_runs: int) -> list[float]:
+    """Seconds per call, over at least ``min_runs`` calls and ``min_seconds``."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((ours.float() - reference.float()).norm() / reference.float().norm())
+
+
+def bench_config(kind: str, args, device: torch.device) -> list[dict]:
+    reference = reference_model(kind, args.frames).to(device)
+    with tempfile.TemporaryDirectory() as folder:
+        reference.save_pretrained(folder)
+        ours = XCLIPModel.from_pretrained(folder, device=device).eval()
+    size = reference.config.vision_config.image_size
+    ids, mask = (t.to(device) for t in label_tokens(args.labels))
+    with torch.inference_mode():
+        text = ours.get_text_features(input_ids=ids, attention_mask=mask)  # cached once, as a replica does
+    references = {name: reference if name == "float32" else copy.deepcopy(reference).to(DTYPES[name])
+                  for name in args.dtypes}
+    rows = []
+    for batch in args.batch_sizes:
+        g = torch.Generator().manual_seed(batch)
+        pixels = torch.randn(batch, args.frames, 3, size, size, generator=g).to(device)
+        with torch.inference_mode():
+            truth = reference(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_video
+        for dtype_name in args.dtypes:
+            dtype, ref = DTYPES[dtype_name], references[dtype_name]
+            autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+            ref_pixels = pixels.to(dtype)
+
+            def run_ours():
+                with torch.inference_mode(), autocast:
+                    return ours.classify(pixels, text)
+
+            def run_ref():
+                with torch.inference_mode():
+                    return ref(input_ids=ids, attention_mask=mask, pixel_values=ref_pixels).logits_per_video
+
+            error, ref_error = relative_error(run_ours(), truth), relative_error(run_ref(), truth)  # + warm-up
+            sync(device)
+            ours_t, ref_t = [], []
+            for _ in range(args.rounds):  # alternate, so drift hits both sides alike
+                ours_t += time_batches(run_ours, device, args.seconds, args.min_runs)
+                ref_t += time_batches(run_ref, device, args.seconds, args.min_runs)
+            ours_s, ref_s = statistics.median(ours_t), statistics.median(ref_t)
+            rows.append({
+                "config": kind, "dtype": dtype_name, "batch": batch,
+                "ours_clips_per_s": round(batch / ours_s, 2), "ref_clips_per_s": round(batch / ref_s, 2),
+                "ratio": round(ref_s / ours_s, 3),
+                "ours_ms_per_batch": round(ours_s * 1e3, 2), "ref_ms_per_batch": round(ref_s * 1e3, 2),
+                "rel_error_vs_ref_fp32": float(f"{error:.2e}"),
+                "ref_rel_error_vs_ref_fp32": float(f"{ref_error:.2e}"),  # the reference's own, at this dtype
+            })
+            print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = (f"{'config':<7} {'dtype':<9} {'B':>3} {'ours clips/s':>12} {'ref clips/s':>11} {'ratio':>6} "
+          f"{'ours ms':>9} {'ref ms':>9} {'rel err':>8} {'ref err':>8}")
+
+
+def format_row(r: dict) -> str:
+    return (f"{r['config']:<7} {r['dtype']:<9} {r['batch']:>3} {r['ours_clips_per_s']:>12.1f} "
+            f"{r['ref_clips_per_s']:>11.1f} {r['ratio']:>5.2f}x {r['ours_ms_per_batch']:>9.1f} "
+            f"{r['ref_ms_per_batch']:>9.1f} {r['rel_error_vs_ref_fp32']:>8.1e} {r['ref_rel_error_vs_ref_fp32']:>8.1e}")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default=None, help="comma list of base32, base16")
+    parser.add_argument("--batch-sizes", default=None, help="comma list, e.g. 1,8,32,64")
+    parser.add_argument("--dtypes", default=None, help="comma list of float32, bfloat16")
+    parser.add_argument("--labels", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--seconds", type=float, default=None, help="minimum seconds per side per round")
+    parser.add_argument("--min-runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--max-error", type=float, default=None,
+                        help="exit 1 if a row's relative error against the float32 reference exceeds this")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "model.json"))
+    args = parser.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    gpu = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.configs = (args.configs or ("base32,base16" if gpu else "base32")).split(",")
+    args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,8,32,64" if gpu else "1,4,8")).split(",")]
+    args.dtypes = (args.dtypes or ("float32,bfloat16" if gpu else "float32")).split(",")
+    args.seconds = args.seconds if args.seconds is not None else (1.0 if gpu else 3.0)
+    for name, values, known in (("config", args.configs, CONFIGS), ("dtype", args.dtypes, DTYPES)):
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            parser.error(f"unknown {name} {unknown}; known: {sorted(known)}")
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, on both sides
+    print(f"device: {device_name(device)}; torch {torch.__version__}; {args.labels} labels, {args.frames} frames")
+    print(HEADER, flush=True)
+    rows = [row for kind in args.configs for row in bench_config(kind, args, device)]
+    print("\n" + HEADER)
+    for row in rows:
+        print(format_row(row))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": device_name(device), "torch": torch.__version__, "labels": args.labels,
+                               "frames": args.frames, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    if args.max_error is not None:
+        bad = [r for r in rows if r["rel_error_vs_ref_fp32"] > args.max_error]
+        for r in bad:
+            print(f"FAIL: {r['config']} {r['dtype']} B={r['batch']}: relative error "
+                  f"{r['rel_error_vs_ref_fp32']:.1e} > {args.max_error:g}", file=sys.stderr)
+        return 1 if bad else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
