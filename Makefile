@@ -31,11 +31,11 @@ demo: $(STAMP)
 	-@bash scripts/system-deps.sh
 	$(PY) -m xclip_stream.demo
 
-# Retrains the bundled demo checkpoint from scratch in two stages (about 35 minutes on 2 CPU cores)
+# Retrains the bundled demo checkpoint from scratch in two stages (about 85 minutes on 2 CPU cores)
 # and publishes it with its evaluation into xclip_stream/assets/demo-xclip.
 TRAIN        := $(PY) -m xclip_stream.cli train
-DEMO_STAGE1  := $(TRAIN) .cache/demo-stage1 --steps 3000 --stop-after 1250 --batch-size 24 --eval-every 250 --held-out 2 --threads 2 --text-frozen-steps 1500 --no-motion-groups
-DEMO_STAGE2  := $(TRAIN) .cache/demo-run --init .cache/demo-stage1 --steps 1800 --batch-size 24 --eval-every 250 --held-out 2 --threads 2 --text-lr-scale 0.1 --text-frozen-steps 0 --easy-until 0 --warmup 50
+DEMO_STAGE1  := $(TRAIN) .cache/demo-stage1 --steps 5000 --batch-size 24 --eval-every 250 --held-out 2 --threads 2 --text-frozen-steps 1250
+DEMO_STAGE2  := $(TRAIN) .cache/demo-run --init .cache/demo-stage1 --steps 1000 --batch-size 24 --eval-every 250 --held-out 2 --threads 2 --text-lr-scale 0.1 --text-frozen-steps 0 --easy-until 0 --warmup 50
 demo-model: $(STAMP)
 	$(DEMO_STAGE1)
 	$(DEMO_STAGE2)

@@ -123,7 +123,7 @@ Trained with (from the repository root; `make demo-model` runs the same):
 ```
 
 The 13 colour/shape/motion combinations listed under `unseen_combinations` in `eval.json` were
-never shown in training (zero-shot test). Held-out top-1 during the last stage ({len(losses)} steps;
+never shown in training (zero-shot test). Held-out top-1 during training (the last run, {len(losses)} steps;
 fixed held-out clips, among the {len(state["labels"])} trained captions), by step: {curve}. Mean loss over its first / last 100 steps:
 {sum(losses[:100]) / max(1, len(losses[:100])):.3f} / {sum(losses[-100:]) / max(1, len(losses[-100:])):.3f}.
 
