@@ -19,7 +19,8 @@ from xclip_stream.pipeline.scoring import resolve_model_path
 from xclip_stream.training.data import FolderData, SyntheticData, label_from_folder, unseen_combinations
 from xclip_stream.training.progress import Progress
 from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
-from xclip_stream.training.train import STATE_FILE, TrainSettings, init_num_frames, tiny_config, train
+from xclip_stream.training.train import (STATE_FILE, TrainSettings, build_model, init_num_frames, sincos_2d, tiny_config,
+                                         train)
 
 FRAMES = 4
 
@@ -193,3 +194,16 @@ def test_progress_bar_logs_one_line_per_5_percent():
     lines = out.getvalue().splitlines()
     assert len(lines) == 21 and lines[0].startswith("[#") and "5/100" in lines[0] and "100/100" in lines[-2]
     assert lines[-1] == "step 100: held-out top-1 0.5"
+
+
+def test_new_models_start_with_sine_cosine_patch_positions():
+    model, _ = build_model("tiny", ["a red circle growing", "a blue square shrinking"])
+    weight = model.vision_model.embeddings.position_embedding.weight.detach()  # (1 + 8*8, 128)
+    assert torch.count_nonzero(weight[0]) == 0  # the class token has no position
+    assert torch.equal(weight[1:], sincos_2d(8, 128))
+    codes = sincos_2d(8, 128)
+    # every patch has its own code, and neighbours are closer than far-apart patches
+    assert torch.cdist(codes, codes).add(torch.eye(64) * 1e3).min() > 0.1
+    row = codes.view(8, 8, 128)[0]  # the top row, left to right
+    assert (row[1] - row[0]).norm() < (row[7] - row[0]).norm()
+    assert sincos_2d(3, 10).shape == (9, 10)  # widths not divisible by 4 are zero-padded
