@@ -19,8 +19,16 @@ from xclip_stream.pipeline.scoring import resolve_model_path
 from xclip_stream.training.data import FolderData, SyntheticData, label_from_folder, unseen_combinations
 from xclip_stream.training.progress import Progress
 from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
-from xclip_stream.training.train import (STATE_FILE, TrainSettings, build_model, init_num_frames, sincos_2d, tiny_config,
-                                         train)
+from xclip_stream.training.train import (
+    STATE_FILE,
+    TrainSettings,
+    build_model,
+    init_num_frames,
+    label_spread,
+    sincos_2d,
+    tiny_config,
+    train,
+)
 
 FRAMES = 4
 
@@ -102,25 +110,58 @@ def test_synthetic_data_draws_and_held_out_are_reproducible_and_disjoint():
     assert all(c.frames.shape[0] == FRAMES and c.frames.shape[1] in data.sizes for c in draws)
 
 
-def test_synthetic_batches_hold_scenes_that_differ_only_in_their_motion():
+def _first_group(actions: list[Action]) -> list[Action]:
+    """The run of actions from the first that differ from it in exactly one word, all in the same one."""
+    def differing(a: Action, b: Action) -> set[str]:
+        return {f for f in ("color", "shape", "motion") if getattr(a, f) != getattr(b, f)}
+    first, group, word = actions[0], [actions[0]], None
+    for action in actions[1:]:
+        diff = differing(first, action)
+        if len(diff) != 1 or (word and diff != word) or action in group:
+            break
+        group, word = group + [action], diff
+    return group
+
+
+@pytest.mark.parametrize("groups", [("motion", "shape"), ("motion",)])
+def test_synthetic_batches_hold_scenes_that_differ_only_in_their_motion_or_shape(groups):
     unseen = set(unseen_combinations())
-    data = SyntheticData([a for a in all_actions() if a not in unseen], num_frames=FRAMES, sizes=(32,))
-    clips = data.batch(random.Random(2), 24, progress=1.0)
-    assert len(clips) == 24
-    actions = [data.actions[c.label] for c in clips]
-    assert not unseen & set(actions)
-    # The first half comes in groups: same colour and shape, one motion each of a group.
-    first = actions[0]
-    group = [a for a in actions[:12] if (a.color, a.shape) == (first.color, first.shape)]
-    assert len(group) >= 2 and len({a.motion for a in group}) == len(group)
-    assert {a.motion for a in group} <= {"moving left", "moving right", "moving up", "moving down"} or \
-        {a.motion for a in group} <= {"growing", "shrinking"}
-    # A group's clips are one scene: the left and right clips of a full-span scene are time reversals.
-    pair = {a.motion: c.frames for a, c in zip(actions, clips) if a in group}
-    if {"moving left", "moving right"} <= set(pair):
-        diff = np.abs(pair["moving left"].astype(int) - pair["moving right"][::-1].astype(int)).mean()
-        same_background = np.abs(pair["moving left"][0].astype(int) - pair["moving right"][0].astype(int))
-        assert diff < 20 or np.median(same_background) < 10
+    data = SyntheticData([a for a in all_actions() if a not in unseen], num_frames=FRAMES, sizes=(32,),
+                         groups=groups)
+    kinds = set()
+    for seed in range(8):
+        clips = data.batch(random.Random(seed), 24, progress=1.0)
+        assert len(clips) == 24
+        actions = [data.actions[c.label] for c in clips]
+        assert not unseen & set(actions)
+        # The first half comes in groups: one scene, done by actions that differ in one word.
+        group = _first_group(actions[:12])
+        assert len(group) >= 2, actions[:12]
+        assert len({a.color for a in group}) == 1
+        if len({a.shape for a in group}) == 1:
+            kinds.add("motion")
+            assert {a.motion for a in group} <= {"moving left", "moving right", "moving up", "moving down"} or \
+                {a.motion for a in group} <= {"growing", "shrinking"}
+        else:
+            kinds.add("shape")
+            assert len({a.motion for a in group}) == 1 and len({a.shape for a in group}) == len(group)
+        # One scene: the same backdrop behind every member.
+        first, second = clips[0].frames[0].astype(int), clips[1].frames[0].astype(int)
+        assert np.median(np.abs(first - second)) < 10
+    assert kinds == set(groups)
+    with pytest.raises(ValueError, match="unknown group kinds"):
+        SyntheticData(all_actions(), groups=("colour",))
+
+
+def test_label_spread_pushes_apart_only_labels_above_the_margin():
+    text = torch.tensor([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.0, 0.0, 1.0]], requires_grad=True)
+    loss = label_spread(text, margin=0.7)
+    assert loss.item() > 0
+    loss.backward()
+    assert torch.all(text.grad[2] == 0)  # far from both others: untouched
+    moved = torch.nn.functional.normalize(text.detach() - 0.5 * text.grad, dim=-1)
+    assert moved[0] @ moved[1] < torch.nn.functional.normalize(text.detach(), dim=-1)[0:2].prod(0).sum()
+    assert label_spread(torch.eye(3), margin=0.7).item() == 0.0
 
 
 def test_training_from_a_config_resumes_and_loads_in_transformers(tmp_path):

@@ -24,6 +24,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _group_kinds(text: str) -> tuple[str, ...]:
+    kinds = () if text == "none" else tuple(k.strip() for k in text.split(","))
+    if any(k not in ("motion", "shape") for k in kinds) or not text:
+        raise argparse.ArgumentTypeError(f"must be 'none' or a comma list of motion, shape; got {text!r}")
+    return kinds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xclip-stream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,9 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic data: held-out clips per label for the periodic evaluation (default 2)")
     t.add_argument("--easy-until", type=float, default=0.3,
                    help="synthetic data: curriculum length as a fraction of the steps (default 0.3)")
-    t.add_argument("--no-motion-groups", action="store_true",
-                   help="synthetic data: draw every clip independently (default: half of each batch in "
-                   "groups of one scene doing different motions)")
+    t.add_argument("--groups", default="motion,shape", type=_group_kinds,
+                   help="synthetic data: half of each batch in groups of one scene done by actions that differ "
+                   "only in their motion, or only in their shape: 'motion,shape' (default), 'motion', 'shape' "
+                   "or 'none' (every clip drawn independently)")
+    t.add_argument("--label-margin", type=float,
+                   help="push apart label texts whose cosine exceeds this (default: 0.5 for a new model, off "
+                   "when fine-tuning, where the checkpoint's text space is kept; 1 turns it off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: all cores)")
     t.add_argument("--report", action="store_true",
@@ -124,7 +135,7 @@ def train(args: argparse.Namespace) -> int:
     if args.data == "synthetic":
         data = SyntheticData(trained_combinations(), num_frames=num_frames,
                              held_out_per_label=args.held_out, seed=args.seed, easy_until=args.easy_until,
-                             motion_groups=not args.no_motion_groups)
+                             groups=args.groups)
     elif args.report:
         raise ValueError("--report evaluates the synthetic actions; it needs --data synthetic")
     else:
@@ -133,10 +144,11 @@ def train(args: argparse.Namespace) -> int:
     text_lr_scale = args.text_lr_scale if args.text_lr_scale is not None else (0.1 if new_model else 1.0)
     text_frozen = args.text_frozen_steps if args.text_frozen_steps is not None else (
         args.steps // 2 if new_model else 0)
+    margin = args.label_margin if args.label_margin is not None else (0.5 if new_model else 1.0)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              text_lr_scale=text_lr_scale, text_frozen_steps=text_frozen,
                              warmup=args.warmup, stop_after=args.stop_after, eval_every=args.eval_every,
-                             seed=args.seed)
+                             seed=args.seed, label_margin=margin if margin < 1 else None)
     print(f"xclip-stream train: {len(data.labels)} labels, {settings.steps} steps of {settings.batch_size} clips "
           f"-> {args.out}", file=sys.stderr)
     history = run_training(args.out, data, init=args.init, settings=settings,

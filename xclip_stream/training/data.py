@@ -18,6 +18,7 @@ from ..pipeline.clips import open_video
 from .synthetic import COLORS, MOTIONS, SHAPES, Action, all_actions, render_clip, render_window
 
 MOTION_GROUPS = (("moving left", "moving right", "moving up", "moving down"), ("growing", "shrinking"))
+GROUP_KINDS = ("motion", "shape")  # what the members of a batch group differ in
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
@@ -75,14 +76,17 @@ class SyntheticData(ClipData):
 
     def __init__(self, actions: Sequence[Action] | None = None, num_frames: int = 8,
                  sizes: Sequence[int] = (64, 96, 128), held_out_per_label: int = 2, seed: int = 0,
-                 easy_until: float = 0.3, motion_groups: bool = True):
+                 easy_until: float = 0.3, groups: Sequence[str] = GROUP_KINDS):
         self.actions = list(actions or all_actions())
         if not self.actions:
             raise ValueError("SyntheticData needs at least one action")
         self.labels = [a.caption for a in self.actions]
         self.num_frames, self.sizes = num_frames, tuple(sizes)
         self.held_out_per_label, self.seed, self.easy_until = held_out_per_label, seed, easy_until
-        self.motion_groups = motion_groups
+        unknown = set(groups) - set(GROUP_KINDS)
+        if unknown:
+            raise ValueError(f"unknown group kinds {sorted(unknown)}; expected some of {list(GROUP_KINDS)}")
+        self.groups = tuple(groups)
 
     def render(self, label: int, rng: random.Random, seed: int, plain: bool = False) -> Clip:
         action, size = self.actions[label], rng.choice(self.sizes)
@@ -103,26 +107,32 @@ class SyntheticData(ClipData):
         plain = self._plain(rng, progress)
         return self.render(rng.randrange(len(self.labels)), rng, rng.getrandbits(31), plain)
 
-    def batch(self, rng: random.Random, size: int, progress: float = 1.0) -> list[Clip]:
-        """Half the batch in motion groups, the rest drawn one by one.
+    def _group(self, action: Action, rng: random.Random) -> list[Action]:
+        """The actions of one group around ``action``, of a kind drawn from ``groups``: "motion"
+        (its motion's group of ``MOTION_GROUPS``), or "shape" (its colour and motion in every shape)."""
+        if rng.choice(self.groups) == "shape":
+            return [Action(action.color, shape, action.motion) for shape in SHAPES]
+        group = next((g for g in MOTION_GROUPS if action.motion in g), ())
+        return [Action(action.color, action.shape, motion) for motion in group]
 
-        A group is one scene (colour, shape, seed, size, framing) doing each motion of
-        ``MOTION_GROUPS`` that training has: clips that differ only in where the object goes, so
-        the loss cannot fall on them without the direction of motion. Groups from the first step,
-        with sine-cosine patch positions (``train._init_positions``), took the demo model's
-        directions from 0.32-0.45 (random batches first, groups added late) to 0.84-0.89; which
-        of the two mattered more was not measured apart.
+    def batch(self, rng: random.Random, size: int, progress: float = 1.0) -> list[Clip]:
+        """Half the batch in groups, the rest drawn one by one.
+
+        A group is one scene (seed, size, framing) done by actions that differ in one word only:
+        each motion of one of ``MOTION_GROUPS``, or each shape. The loss cannot fall on a group
+        without the direction of motion, or the shape. Motion groups from the first step, with
+        sine-cosine patch positions (``train._init_positions``), took the demo model's directions
+        from 0.32-0.45 to 0.84-0.89.
         """
-        if not self.motion_groups:
+        if not self.groups:
             return super().batch(rng, size, progress)
         index = {a: i for i, a in enumerate(self.actions)}
         clips: list[Clip] = []
-        for _ in range(4 * size):  # bounded: actions without a group (blinking, still) are skipped
+        for _ in range(4 * size):  # bounded: blinking and still have no motion group, some actions are unseen
             if len(clips) >= size // 2:
                 break
-            action = self.actions[rng.randrange(len(self.actions))]
-            group = next((g for g in MOTION_GROUPS if action.motion in g), ())
-            members = [index[a] for a in (Action(action.color, action.shape, m) for m in group) if a in index]
+            members = [index[a] for a in self._group(self.actions[rng.randrange(len(self.actions))], rng)
+                       if a in index]
             if len(members) < 2:
                 continue
             seed, framing, plain = rng.getrandbits(31), rng.getrandbits(31), self._plain(rng, progress)
