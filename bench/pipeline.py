@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,10 +25,12 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from decode import machine, write_json, write_media  # noqa: E402
 
 from xclip_stream.actors.runner import init_ray, run_pipeline  # noqa: E402
 from xclip_stream.model import XCLIPConfig, XCLIPModel, XCLIPTextConfig, XCLIPVisionConfig  # noqa: E402
@@ -43,28 +44,6 @@ from xclip_stream.schemas.config import parse_config  # noqa: E402
 W, H, FPS = 640, 480, 15
 LABELS = ["a person walking", "a person running", "a person falling", "a car driving", "an empty room",
           "a dog", "a delivery", "a fight"]
-
-
-def write_media(path: Path, seconds: int, gop: int = 30) -> Path:
-    """A 640x480 15 fps H.264 clip: textured background, two moving shapes, sensor noise."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:H, 0:W]
-    background = ((np.sin(xx / 23.0) + np.cos(yy / 17.0)) * 40 + 110).astype(np.uint8)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "23", "g": str(gop)})
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i in range(seconds * FPS):
-            frame = np.repeat(background[:, :, None], 3, axis=2)
-            x = int((i * 9) % (W - 80))
-            frame[200:280, x:x + 80] = (220, 60, 60)
-            y = int(abs((i * 7) % (2 * (H - 60)) - (H - 60)))
-            frame[y:y + 60, 400:460] = (60, 200, 90)
-            frame = np.clip(frame + rng.integers(-6, 7, frame.shape), 0, 255).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 def write_model(folder: Path, kind: str) -> Path:
@@ -104,7 +83,7 @@ def our_decode(path: Path, info: ModelInfo, sample_fps: float | None) -> tuple[f
     source = VideoSource("bench", str(path))
     windows = 0
     start = time.perf_counter()
-    for frame in source.frames(keep=stage.keep):
+    for frame in source.frames(keep=stage.keep, sample_interval=stage.sampler.interval):
         windows += stage.push(frame) is not None
     return time.perf_counter() - start, windows
 
@@ -198,7 +177,7 @@ def main() -> int:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="xclip-bench-"))
-    media = write_media(tmp / "camera-640x480-15fps.mp4", seconds=20)
+    media = write_media(tmp / "camera-640x480-15fps.mp4", 20, W, H, FPS)
     model = Path(args.model) if Path(args.model).is_dir() else write_model(tmp / args.model, args.model)
     info = ModelInfo.read(str(model))
     decode = decode_table(media, info, 20 * FPS, args.repeats)
@@ -225,13 +204,9 @@ def main() -> int:
               f"{r['latency_p50_ms']:>9.1f}{r['latency_p99_ms']:>9.1f}{r['dropped_windows']:>9}"
               f"{'yes' if r['realtime'] else 'no':>10}")
     print(f"\nStreams in real time: {capacity}")
-    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-              "media": {"width": W, "height": H, "fps": FPS}, "model": args.model, "num_frames": info.num_frames,
-              "sample_fps": args.sample_fps, "replicas": args.replicas, "decode": decode, "live": live,
-              "realtime_streams": capacity}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, {"machine": machine(), "media": {"width": W, "height": H, "fps": FPS}, "model": args.model,
+                          "num_frames": info.num_frames, "sample_fps": args.sample_fps, "replicas": args.replicas,
+                          "decode": decode, "live": live, "realtime_streams": capacity})
     return 0
 
 

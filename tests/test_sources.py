@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from tests.camera_fixtures import CAMERA_FPS, CAMERA_FRAMES
-from tests.media import read_index
+from tests.media import read_index, write_index_video
 from xclip_stream.pipeline.sources import Backoff, SourceError, VideoSource, redact_url, source_kind
+from xclip_stream.pipeline.windows import RateSampler
 from xclip_stream.schemas.frames import SourceFrame
 from xclip_stream.services.mjpeg import MjpegCamera
 from xclip_stream.services.rtsp_server import RtspCamera
@@ -178,6 +179,24 @@ def test_keep_decides_before_conversion(camera_video: Path) -> None:
     assert [f.seq for f in frames] == list(range(0, CAMERA_FRAMES, 4))  # seq counts every decoded frame
     assert [read_index(f.image) for f in frames] == [f.seq for f in frames]
     assert [f.time for f in frames] == offered[::4]
+
+
+def test_sparse_sampling_skips_non_reference_frames_and_keeps_times_true(tmp_path: Path) -> None:
+    video = write_index_video(tmp_path / "bframes.mp4", 64, fps=16)  # x264 defaults: B-frames
+    runs = {}
+    for interval in (0.0, 0.25):  # every frame; a quarter of the frame rate
+        sampler = RateSampler(1 / interval if interval else None)
+        source = VideoSource("cam", str(video))
+        runs[interval] = (source.stats, list(source.frames(sampler.keep, sample_interval=interval)))
+    stats, frames = runs[0.0]
+    assert stats.frames_decoded == 64 == len(frames)
+    stats, frames = runs[0.25]
+    assert stats.frames_decoded < 48  # the B-frames were never decoded
+    assert 14 <= len(frames) <= 16
+    # Each kept frame is the one its timestamp says, and the spacing stays near the interval.
+    assert [read_index(f.image) for f in frames] == [round(f.pts * 16) % 32 for f in frames]
+    gaps = np.diff([f.pts for f in frames])
+    assert gaps.min() >= 0.25 - 1e-6 and gaps.max() <= 0.25 + 2 / 16 + 1e-6, gaps
 
 
 def test_loop_keeps_pts_and_time_increasing(camera_video: Path) -> None:

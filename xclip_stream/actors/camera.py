@@ -100,7 +100,7 @@ class CameraActor:
     def _decode(self) -> None:
         last_time = None
         try:
-            for frame in self.source.frames(keep=self.stage.keep):
+            for frame in self.source.frames(keep=self.stage.keep, sample_interval=self.stage.sampler.interval):
                 if last_time is not None and frame.time - last_time > self.options.max_gap_seconds:
                     self.gaps += 1
                     self._send([self._stream_event("gap", "no frames", gap=(last_time, frame.time))])

@@ -1,7 +1,9 @@
 """Video sources: files, RTSP, HTTP (MJPEG or anything FFmpeg reads), HLS and V4L2 devices, via PyAV.
 
-A source decodes every frame but converts to RGB only the frames its consumer keeps: ``keep(time)`` is
-asked first, with the frame's wall-clock time, because the conversion costs more than the decode.
+A source converts to RGB only the frames its consumer keeps: ``keep(time)`` is asked first, with the
+frame's wall-clock time, because the conversion costs more than the decode. When the consumer says it
+keeps frames at least ``SKIP_NONREF_FRAMES`` frame intervals apart, the decoder also drops the frames
+no other frame refers to (B-frames, in most encodings) without decoding them.
 
 Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
 each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 _UNTIMED_FORMATS = {"mpjpeg", "mjpeg"}  # demuxers whose timestamps are a frame count at a guessed rate
 _POLL = 0.1  # how often a waiting source looks at stop() and its watchdog
 _EOF, _ERROR, _STOPPED = "eof", "error", "stopped"
+# Skipping non-reference frames moves a sampled frame by at most the run of B-frames it sits in
+# (2-3 frames): negligible against a sample interval of 4 frames or more.
+SKIP_NONREF_FRAMES = 4
 
 
 class SourceError(Exception):
@@ -263,8 +268,13 @@ class VideoSource:
         """Ends ``frames()`` promptly; safe from any thread."""
         self._stop.set()
 
-    def frames(self, keep: Callable[[float], bool] = _keep_all) -> Iterator[SourceFrame]:
-        """Kept frames, in order, until the end (files), stop(), or a SourceError."""
+    def frames(self, keep: Callable[[float], bool] = _keep_all, sample_interval: float = 0.0
+               ) -> Iterator[SourceFrame]:
+        """Kept frames, in order, until the end (files), stop(), or a SourceError.
+
+        ``sample_interval``: seconds ``keep`` leaves at least between kept frames (0: it may keep
+        every frame); from ``SKIP_NONREF_FRAMES`` frame intervals on, non-reference frames are skipped.
+        """
         while not self._stop.is_set():
             if self.stats.state != "connected":  # a looped file's next pass is no new connection
                 self.stats.state = "connecting"
@@ -280,7 +290,7 @@ class VideoSource:
             if source is None:
                 break
             try:
-                outcome, reason, passed = yield from self._decode(source, keep)
+                outcome, reason, passed = yield from self._decode(source, keep, sample_interval)
             finally:
                 source.close()
             if outcome == _STOPPED:
@@ -355,11 +365,13 @@ class VideoSource:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def _decode(self, source: _Input, keep: Callable[[float], bool]
+    def _decode(self, source: _Input, keep: Callable[[float], bool], sample_interval: float
                 ) -> Generator[SourceFrame, None, tuple[str, str, _PassClock]]:
         """Kept frames of one connection; returns (outcome, reason, the pass's clock)."""
         stream = source.stream
         rate = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
+        if sample_interval * rate >= SKIP_NONREF_FRAMES:
+            stream.codec_context.skip_frame = "NONREF"
         untimed = source.container.format.name in _UNTIMED_FORMATS
         passed = _PassClock(rate, untimed, self._offset)
         deadline = time.monotonic() + self.read_timeout

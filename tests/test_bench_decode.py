@@ -1,0 +1,28 @@
+"""bench/decode.py measures like with like: every path reads the same files, and the counts it
+reports show what each path decodes and delivers. Speed itself is measured, not tested."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "decode.py"
+
+
+def test_rows_count_decoded_and_delivered_frames(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_decode", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "decode.json"
+    assert bench.main(["--seconds", "2", "--repeats", "1", "--out", str(out)]) == 0
+    rows = {(r["media"], r["path"]): r for r in json.loads(out.read_text())["rows"]}
+    assert len(rows) == 4 * 5
+    for media, frames in (("640x480 15 fps, B-frames", 30), ("1280x720 30 fps, no B-frames", 60)):
+        assert rows[(media, "bare decode+RGB")]["decoded"] == frames == rows[(media, "ours, every frame")]["delivered"]
+        quarter = rows[(media, "ours, fps/4")]
+        assert abs(quarter["delivered"] - frames / 4) <= 1
+        assert rows[(media, "ours, fps/4, no skip")]["decoded"] == frames
+    # B-frames are skipped at a quarter of the rate; without B-frames every frame is a reference
+    assert rows[("640x480 15 fps, B-frames", "ours, fps/4")]["decoded"] < 30
+    assert rows[("1280x720 30 fps, no B-frames", "ours, fps/4")]["decoded"] == 60
