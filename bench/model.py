@@ -4,9 +4,10 @@
                                     [--dtypes float32,bfloat16] [--labels 16] [--device auto]
 
 transformers builds each configuration with its random init and saves it; our classes load that
-folder, so both sides hold the same weights. Our side scores with ``classify`` against label
-features cached once (what a replica does: labels change rarely, windows every hop); the reference
-runs its full ``forward`` with the labels' token ids, as a user's loop around XCLIPModel would.
+folder, so both sides hold the same weights. Our side scores as a replica does (``BatchScorer``'s
+video encoding, then ``score_videos``: ``classify``) against label features cached once (labels
+change rarely, windows every hop), compiled with ``--compile``; the reference runs its full
+``forward`` with the labels' token ids, as a user's loop around XCLIPModel would.
 bf16 is the reference's weights cast to bf16 with SDPA attention, and ours under bf16 autocast
 (LayerNorm statistics and the logits in float32). Each row's two sides are timed alternately in one
 run, so the ratio holds on a noisy machine even where the absolute figures drift. The relative error
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from xclip_stream.model import XCLIPModel  # noqa: E402
+from xclip_stream.pipeline.scoring import BatchScorer  # noqa: E402
 
 CONFIGS = {"base32": {"patch_size": 32}, "base16": {"patch_size": 16}}  # xclip-base-patch32 / -patch16
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -94,6 +96,7 @@ def bench_config(kind: str, args, device: torch.device) -> list[dict]:
     ids, mask = (t.to(device) for t in label_tokens(args.labels))
     with torch.inference_mode():
         text = ours.get_text_features(input_ids=ids, attention_mask=mask)  # cached once, as a replica does
+    encode = BatchScorer(ours, processor=None, compile=args.compile).encode  # the replica's video path
     references = {name: reference if name == "float32" else copy.deepcopy(reference).to(DTYPES[name])
                   for name in args.dtypes}
     rows = []
@@ -109,7 +112,7 @@ def bench_config(kind: str, args, device: torch.device) -> list[dict]:
 
             def run_ours():
                 with torch.inference_mode(), autocast:
-                    return ours.classify(pixels, text)
+                    return ours.score_videos(*encode(pixels), text)  # = classify(), compiled if asked
 
             def run_ref():
                 with torch.inference_mode():
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="our side through torch.compile, as a replica with compile on (CUDA graphs on a GPU)")
     parser.add_argument("--max-error", type=float, default=None,
                         help="exit 1 if a row's relative error against the float32 reference exceeds this")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "model.json"))
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown {name} {unknown}; known: {sorted(known)}")
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, on both sides
-    print(f"device: {device_name(device)}; torch {torch.__version__}; {args.labels} labels, {args.frames} frames")
+    print(f"device: {device_name(device)}; torch {torch.__version__}; {args.labels} labels, {args.frames} frames"
+          f"{'; ours compiled' if args.compile else ''}")
     print(HEADER, flush=True)
     rows = [row for kind in args.configs for row in bench_config(kind, args, device)]
     print("\n" + HEADER)
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": device_name(device), "torch": torch.__version__, "labels": args.labels,
-                               "frames": args.frames, "rows": rows}, indent=2) + "\n")
+                               "frames": args.frames, "compiled": args.compile, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
     if args.max_error is not None:
         bad = [r for r in rows if r["rel_error_vs_ref_fp32"] > args.max_error]

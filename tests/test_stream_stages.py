@@ -106,6 +106,21 @@ def test_batch_scorer_mixed_label_sets_equal_classify(tiny_checkpoint):
     assert len(scorer._text) == 2  # label features cached per set
 
 
+def test_compiled_batch_scorer_pads_to_buckets_and_equals_eager(tiny_checkpoint, caplog):
+    eager = BatchScorer.load(str(tiny_checkpoint), device="cpu")
+    compiled = BatchScorer.load(str(tiny_checkpoint), device="cpu", compile=True)
+    assert eager._compiled is None and compiled._compiled is not None  # off on a CPU unless asked for
+    rng = np.random.default_rng(1)
+    labels = ("a person walking", "a person running")
+    for batch in (3, 1):  # 3 runs padded to 4
+        frames = [rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8) for _ in range(batch)]
+        got, want = compiled.score(frames, [labels] * batch), eager.score(frames, [labels] * batch)
+        assert len(got) == batch
+        for g, w in zip(got, want):
+            assert g == pytest.approx(w, abs=1e-4)
+    assert compiled._compiled is not None and "compile failed" not in caplog.text
+
+
 def test_batch_scorer_rejects_wrong_window_shape(tiny_checkpoint):
     scorer = BatchScorer.load(str(tiny_checkpoint), device="cpu")
     with pytest.raises(ValueError, match=r"\(4, 3, S, S\) uint8"):

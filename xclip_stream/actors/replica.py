@@ -29,7 +29,8 @@ class XCLIPReplica:
 
             torch.set_num_threads(torch_threads)
         config = ModelConfig.model_validate(model)
-        self.scorer = BatchScorer.load(config.path, device=config.device, precision=config.precision)
+        self.scorer = BatchScorer.load(config.path, device=config.device, precision=config.precision,
+                                       compile=config.compile)
         self.score_batch.set_max_batch_size(max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.batches = 0
