@@ -43,9 +43,13 @@ def small_config(tmp_path: Path) -> Path:
     return folder / "config.json"
 
 
-def clip_folder(root: Path, per_label: int = 3, frames: int = 12) -> Path:
+NATURAL = {"going_left": "moving left", "going_right": "moving right", "getting_bigger": "growing"}
+# A camera that mirrors its picture and plays it backwards: the demo model starts out wrong on every label.
+MIRRORED = {"going_left": "moving right", "going_right": "moving left", "getting_bigger": "shrinking"}
+
+
+def clip_folder(root: Path, per_label: int = 3, frames: int = 12, labels: dict[str, str] = NATURAL) -> Path:
     """root/<label>/*.mp4: three motions, any colour and shape, as a user's labelled clips would be."""
-    labels = {"going_left": "moving left", "going_right": "moving right", "getting_bigger": "growing"}
     rng = random.Random(0)
     for folder, motion in labels.items():
         (root / folder).mkdir(parents=True)
@@ -197,10 +201,11 @@ def test_training_from_a_config_resumes_and_loads_in_transformers(tmp_path):
 
 
 def test_cli_fine_tunes_the_demo_model_on_a_clip_folder_and_the_loss_falls(tmp_path, capsys):
-    """A user's case: new wording for motions the demo model knows, from a folder of mp4 clips."""
+    """A user's case: new wording for motions the demo model knows, from a folder of mp4 clips, and a
+    camera whose picture the demo model reads wrongly at first (so there is something to learn)."""
     frames = init_num_frames("demo")
     out = tmp_path / "tuned"
-    clips = clip_folder(tmp_path / "clips", frames=frames)
+    clips = clip_folder(tmp_path / "clips", frames=frames, labels=MIRRORED)
     code = cli.main(["train", str(out), "--data", str(clips), "--init", "demo", "--steps", "30",
                      "--batch-size", "6", "--lr", "5e-4", "--text-frozen-steps", "0", "--text-lr-scale", "1",
                      "--warmup", "3", "--eval-every", "15"])
