@@ -5,10 +5,11 @@ may belong to different label sets, encodes all videos in one call, and scores e
 its own labels with text features cached per label set. Uploading uint8 and normalising on the
 device moves a quarter of the bytes of float32 pixels.
 
-With ``compile`` (the default on a GPU) the video encoder runs through ``torch.compile``: CUDA graphs
-on a GPU ("reduce-overhead"), fused kernels on a CPU. Batches are padded up to a few fixed sizes
-(``BATCH_BUCKETS``) so that only that many graphs are ever captured. A compile failure is logged
-and the scorer goes on eagerly.
+With ``compile`` the video encoder runs through ``torch.compile``: CUDA graphs on a GPU
+("reduce-overhead"), fused kernels on a CPU. Batches are padded up to a few fixed sizes
+(``BATCH_BUCKETS``) so that only that many graphs are ever captured; each is compiled at its first
+batch. A compile failure is logged and the scorer goes on eagerly. Off by default until it has been
+measured on a GPU (on a CPU it gave nothing).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class BatchScorer:
     the model, for the live pipeline's replicas and the offline ``classify`` alike."""
 
     def __init__(self, model: XCLIPModel, processor: XCLIPProcessor, precision: str = "auto",
-                 cache_size: int = 64, compile: bool | None = None):
+                 cache_size: int = 64, compile: bool = False):
         self.model = model.eval()
         self.processor = processor
         self.device = next(model.parameters()).device
@@ -86,14 +87,12 @@ class BatchScorer:
         self.num_frames = model.config.vision_config.num_frames
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
-        if compile is None:
-            compile = self.device.type == "cuda"
         mode = "reduce-overhead" if self.device.type == "cuda" else "default"
         self._compiled = torch.compile(model.encode_videos, mode=mode, dynamic=False) if compile else None
 
     @classmethod
     def load(cls, path: str, device: str | None = None, precision: str = "auto",
-             compile: bool | None = None) -> BatchScorer:
+             compile: bool = False) -> BatchScorer:
         """From a checkpoint folder (or ``demo``), on ``device`` (default: cuda when present)."""
         folder = resolve_model_path(path)
         scorer = cls(XCLIPModel.from_pretrained(folder, device=pick_device(device)),
