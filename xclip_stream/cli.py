@@ -25,9 +25,11 @@ def _positive_int(text: str) -> int:
 
 
 def _group_kinds(text: str) -> tuple[str, ...]:
+    from .training.data import GROUP_KINDS  # imported only when `train` parses its arguments
+
     kinds = () if text == "none" else tuple(k.strip() for k in text.split(","))
-    if any(k not in ("motion", "shape") for k in kinds) or not text:
-        raise argparse.ArgumentTypeError(f"must be 'none' or a comma list of motion, shape; got {text!r}")
+    if any(k not in GROUP_KINDS for k in kinds) or not text:
+        raise argparse.ArgumentTypeError(f"must be 'none' or a comma list of {', '.join(GROUP_KINDS)}; got {text!r}")
     return kinds
 
 
