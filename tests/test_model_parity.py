@@ -106,6 +106,21 @@ def test_classify_equals_forward(checkpoint):
     assert rel_err(features, getattr(want, "pooler_output", want)) < RTOL
 
 
+def test_fused_inference_layout_matches_transformers(checkpoint):
+    """fuse_for_inference (patch embedding and q/k/v as single GEMMs) keeps the weights: only the
+    order of sums changes, so float32 stays within a few 1e-5 of the reference."""
+    folder, ref = checkpoint
+    fused = XCLIPModel.from_pretrained(folder).fuse_for_inference()
+    assert fused.vision_model.embeddings.patch_gemm
+    assert hasattr(fused.vision_model.encoder.layers[0].self_attn, "qkv_proj")
+    ids, mask, pixels = make_inputs(ref.config, batch=3, seed=3)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+        got = fused(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+    for name in ("logits_per_video", "text_embeds", "video_embeds"):
+        assert rel_err(getattr(got, name), getattr(want, name)) < 10 * RTOL, name
+
+
 def test_video_features_and_loss_match(checkpoint):
     folder, ref = checkpoint
     ours = XCLIPModel.from_pretrained(folder)

@@ -30,7 +30,8 @@ class XCLIPReplica:
             torch.set_num_threads(torch_threads)
         config = ModelConfig.model_validate(model)
         self.scorer = BatchScorer.load(config.path, device=config.device, precision=config.precision,
-                                       compile=config.compile)
+                                       compile=config.compile, cuda_graphs=config.cuda_graphs)
+        self.scorer.encoder.warm_up(max_batch_size)  # compile and capture now, not on live windows
         self.score_batch.set_max_batch_size(max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.batches = 0
@@ -45,7 +46,8 @@ class XCLIPReplica:
         return await asyncio.get_running_loop().run_in_executor(None, self.scorer.score, frames, labels)
 
     def info(self) -> dict:
-        return {"device": str(self.scorer.device), "precision": self.scorer.precision, "batches": self.batches,
+        return {"device": str(self.scorer.device), "precision": self.scorer.precision,
+                "cuda_graphs": self.scorer.encoder.cuda_graphs, "batches": self.batches,
                 "num_frames": self.scorer.num_frames}
 
     def check_health(self) -> None:

@@ -47,11 +47,13 @@ class Activation(nn.Module):
 class LayerNorm(nn.LayerNorm):
     """LayerNorm whose statistics are always computed in float32: the one place precision is decided.
 
-    In float32 this is exactly nn.LayerNorm; in bf16/fp16 it avoids the variance underflowing.
+    Where input and weights share a dtype this is nn.LayerNorm, whose kernels accumulate bf16/fp16 in
+    float32; mixed (bf16 activations over float32 weights, as under autocast) it upcasts explicitly,
+    which costs two extra passes over the activations.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
+        if x.dtype == torch.float32 or self.weight is None or x.dtype == self.weight.dtype:
             return super().forward(x)
         w = self.weight.float() if self.weight is not None else None
         b = self.bias.float() if self.bias is not None else None
@@ -71,13 +73,27 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(width, width)
         self.out_proj = nn.Linear(width, width)
 
+    def fuse_projections(self) -> None:
+        """Inference only: one (3D, D) projection instead of three (D, D), a wider GEMM that runs
+        closer to peak. The checkpoint's q/k/v weights are kept (they are what a state dict holds)."""
+        self.qkv_proj = nn.Linear(self.q_proj.in_features, 3 * self.q_proj.out_features,
+                                  device=self.q_proj.weight.device, dtype=self.q_proj.weight.dtype)
+        with torch.no_grad():
+            projs = (self.q_proj, self.k_proj, self.v_proj)
+            self.qkv_proj.weight.copy_(torch.cat([p.weight for p in projs]))
+            self.qkv_proj.bias.copy_(torch.cat([p.bias for p in projs]))
+        self.qkv_proj.requires_grad_(False)
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         n, length, width = x.shape
         # (n, L, D) -> (n, heads, L, head_dim)
-        q, k, v = (
-            proj(x).view(n, length, self.num_heads, self.head_dim).transpose(1, 2)
-            for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        if hasattr(self, "qkv_proj"):
+            q, k, v = self.qkv_proj(x).view(n, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = (
+                proj(x).view(n, length, self.num_heads, self.head_dim).transpose(1, 2)
+                for proj in (self.q_proj, self.k_proj, self.v_proj)
+            )
         if attn_mask is not None and attn_mask.dtype != q.dtype:  # autocast: q is bf16/fp16, the mask is not
             attn_mask = attn_mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
         out = F.scaled_dot_product_attention(

@@ -273,24 +273,29 @@ class XCLIPVideoProcessor:
             video = center_crop_frames(video, self.crop_size["height"], self.crop_size["width"])
         return video.contiguous()
 
-    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (...,3,S,S) -> float32 (...,3,S,S): rescale and normalise (fused, as transformers does)."""
+    def normalization(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shift, scale), each (3, 1, 1) float32, with ``normalize(x) == (x - shift) / scale``: rescale and
+        normalise fused, as transformers does. Made once by callers that normalise every batch on a device
+        (a CUDA graph cannot make tensors from host data while it is captured)."""
+        shift, scale = torch.zeros(3), torch.ones(3)
+        if self.do_normalize:
+            shift, scale = torch.tensor(self.image_mean), torch.tensor(self.image_std)
+        if self.do_rescale:
+            shift, scale = shift * (1.0 / self.rescale_factor), scale * (1.0 / self.rescale_factor)
+        return shift[:, None, None].to(device), scale[:, None, None].to(device)
+
+    def normalize(self, frames: torch.Tensor,
+                  normalization: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """uint8 (...,3,S,S) -> float32 (...,3,S,S), rescaled and normalised; ``normalization`` is
+        :meth:`normalization` made ahead on the frames' device."""
         if not isinstance(frames, torch.Tensor):
             raise TypeError(f"frames must be a torch tensor, got {type(frames).__name__}")
         if frames.dtype != torch.uint8:
             raise ValueError(f"frames must be uint8 (from resize_and_crop), got {frames.dtype}")
         if frames.ndim < 3 or frames.shape[-3] != 3:
             raise ValueError(f"frames must have shape (..., 3, H, W), got {tuple(frames.shape)}")
-        x = frames.float()
-        if self.do_normalize:
-            mean = torch.tensor(self.image_mean, dtype=torch.float32, device=x.device)
-            std = torch.tensor(self.image_std, dtype=torch.float32, device=x.device)
-            if self.do_rescale:
-                mean, std = mean * (1.0 / self.rescale_factor), std * (1.0 / self.rescale_factor)
-            return (x - mean[:, None, None]) / std[:, None, None]
-        if self.do_rescale:
-            return x * self.rescale_factor
-        return x
+        shift, scale = normalization if normalization is not None else self.normalization(frames.device)
+        return (frames.float() - shift) / scale
 
     def __call__(
         self, videos: Any, return_tensors: str | None = "pt", device: torch.device | str | None = None

@@ -14,7 +14,7 @@ from torch import nn
 
 from .checkpoint import PreTrainedMixin
 from .config import XCLIPConfig
-from .layers import Activation, Encoder, LayerNorm, init_encoder_, init_normal_
+from .layers import Activation, Attention, Encoder, LayerNorm, init_encoder_, init_normal_
 from .outputs import BaseModelOutputWithPooling, XCLIPOutput
 from .text import XCLIPTextModel
 from .vision import XCLIPVisionModel
@@ -220,6 +220,16 @@ class XCLIPModel(PreTrainedMixin, nn.Module):
             vision_model_output=vision,
             mit_output=mit,
         )
+
+    def fuse_for_inference(self) -> XCLIPModel:
+        """Inference-only layout changes that keep the weights but not the order of every sum: the
+        patch embedding as one GEMM, q/k/v projected by one GEMM per attention layer. Faster on GPUs;
+        float32 results then agree with transformers to ~1e-6 of each embedding rather than ~1e-7."""
+        self.vision_model.embeddings.patch_gemm = True
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.fuse_projections()
+        return self
 
     def init_weights(self) -> None:
         """Initialise the parts outside the two towers (they initialise themselves)."""

@@ -1,20 +1,16 @@
 """Scoring preprocessed windows with X-CLIP: what a model replica does, without Ray.
 
 ``BatchScorer`` takes a batch of windows (uint8, already resized and cropped by their streams) that
-may belong to different label sets, encodes all videos in one call, and scores each window against
-its own labels with text features cached per label set. Uploading uint8 and normalising on the
-device moves a quarter of the bytes of float32 pixels.
-
-With ``compile`` the video encoder runs through ``torch.compile``: CUDA graphs on a GPU
-("reduce-overhead"), fused kernels on a CPU. Batches are padded up to a few fixed sizes
-(``BATCH_BUCKETS``) so that only that many graphs are ever captured; each is compiled at its first
-batch. A compile failure is logged and the scorer goes on eagerly. Off by default until it has been
-measured on a GPU (on a CPU it gave nothing).
+may belong to different label sets, encodes all videos in one call (``encoding.VideoEncoder``: bf16
+weights, torch.compile and CUDA graphs on a GPU), and scores each window against its own
+labels with text features cached per label set, in float32. Windows are stacked straight into a
+pinned buffer and uploaded as uint8 without blocking.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,12 +21,12 @@ import torch
 
 from ..model import XCLIPConfig, XCLIPModel
 from ..model.processor import XCLIPProcessor, XCLIPVideoProcessor
+from .encoding import VideoEncoder, bucket
 
 log = logging.getLogger(__name__)
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo-xclip"
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def resolve_model_path(path: str) -> Path:
@@ -74,8 +70,8 @@ class BatchScorer:
     """Scores batches of windows against per-window label sets; the one place where windows meet
     the model, for the live pipeline's replicas and the offline ``classify`` alike."""
 
-    def __init__(self, model: XCLIPModel, processor: XCLIPProcessor, precision: str = "auto",
-                 cache_size: int = 64, compile: bool = False):
+    def __init__(self, model: XCLIPModel, processor: XCLIPProcessor | None, precision: str = "auto",
+                 cache_size: int = 64, compile: bool | None = None, cuda_graphs: bool = True):
         self.model = model.eval()
         self.processor = processor
         self.device = next(model.parameters()).device
@@ -83,38 +79,29 @@ class BatchScorer:
             precision = "bfloat16" if self.device.type == "cuda" else "float32"
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}")
-        self.precision = precision  # bf16/fp16 run as autocast over float32 weights
+        self.precision = precision
         self.num_frames = model.config.vision_config.num_frames
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
-        mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-        self._compiled = torch.compile(model.encode_videos, mode=mode, dynamic=False) if compile else None
+        if compile is None:
+            compile = self.device.type == "cuda"
+        video_processor = processor.video_processor if processor is not None else XCLIPVideoProcessor()
+        self.encoder = VideoEncoder(model, video_processor.normalization(self.device), PRECISIONS[precision],
+                                    compile=compile, cuda_graphs=cuda_graphs)
+        self._staging: dict[int, torch.Tensor] = {}  # pinned host buffers, one per batch bucket
+        self._lock = threading.Lock()  # one batch at a time owns the buffers and graphs
 
     @classmethod
     def load(cls, path: str, device: str | None = None, precision: str = "auto",
-             compile: bool = False) -> BatchScorer:
-        """From a checkpoint folder (or ``demo``), on ``device`` (default: cuda when present)."""
+             compile: bool | None = None, cuda_graphs: bool = True) -> BatchScorer:
+        """From a checkpoint folder (or ``demo``), on ``device`` (default: cuda when present);
+        ``compile`` None: on a GPU."""
         folder = resolve_model_path(path)
         scorer = cls(XCLIPModel.from_pretrained(folder, device=pick_device(device)),
-                     XCLIPProcessor.from_pretrained(folder), precision, compile=compile)
-        log.info("loaded %s on %s (%s%s)", folder, scorer.device, scorer.precision,
-                 ", compiled" if scorer._compiled else "")
+                     XCLIPProcessor.from_pretrained(folder), precision, compile=compile, cuda_graphs=cuda_graphs)
+        log.info("loaded %s on %s (%s%s%s)", folder, scorer.device, scorer.precision,
+                 ", compiled" if scorer.encoder.compiled else "", ", CUDA graphs" if scorer.encoder.cuda_graphs else "")
         return scorer
-
-    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised (B, T, 3, S, S) -> ``encode_videos``, compiled when asked for."""
-        if self._compiled is None:
-            return self.model.encode_videos(pixels)
-        b = pixels.shape[0]
-        size = next((n for n in BATCH_BUCKETS if n >= b), b)
-        padded = torch.cat([pixels, pixels[-1:].expand(size - b, *pixels.shape[1:])]) if size > b else pixels
-        try:
-            video, context = self._compiled(padded)
-        except Exception as e:  # noqa: BLE001 - compile errors surface at the first call of a shape
-            log.warning("torch.compile failed, running eagerly from now on: %s: %s", type(e).__name__, e)
-            self._compiled = None
-            return self.model.encode_videos(pixels)
-        return video[:b].clone(), context[:b].clone()  # a CUDA graph's outputs are reused by its next run
 
     def text_features(self, labels: tuple[str, ...]) -> torch.Tensor:
         """(N, P) label features, cached per label set (LRU)."""
@@ -132,31 +119,43 @@ class BatchScorer:
             self._text.popitem(last=False)
         return features
 
+    def remember(self, labels: tuple[str, ...], features: torch.Tensor) -> None:
+        """Cache label features computed elsewhere (benchmarks that hold token ids, not strings)."""
+        self._text[tuple(labels)] = features.to(self.device)
+
+    def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """B windows -> (B, T, 3, S, S) uint8 on the device: on a GPU stacked into a pinned buffer
+        (reused per batch bucket) and copied without blocking."""
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack(frames))
+        b, shape = len(frames), (len(frames), *frames[0].shape)
+        size = bucket(b)
+        buf = self._staging.get(size)
+        if buf is None or tuple(buf.shape[1:]) != shape[1:]:
+            buf = self._staging[size] = torch.empty((size, *shape[1:]), dtype=torch.uint8, pin_memory=True)
+        np.stack(frames, out=buf.numpy()[:b])
+        return buf[:b].to(self.device, non_blocking=True)  # the caller's .cpu() waits for it
+
     def score(self, frames: Sequence[np.ndarray], labels: Sequence[tuple[str, ...]]) -> list[list[float]]:
         """frames: B windows (T, 3, S, S) uint8; labels: B label tuples -> B lists of logits."""
         if len(frames) != len(labels):
             raise ValueError(f"{len(frames)} windows but {len(labels)} label sets")
         for f in frames:
-            if f.dtype != np.uint8 or f.ndim != 4 or f.shape[0] != self.num_frames:
+            if f.dtype != np.uint8 or f.ndim != 4 or f.shape[0] != self.num_frames or f.shape != frames[0].shape:
                 raise ValueError(
-                    f"a window must be ({self.num_frames}, 3, S, S) uint8, got {f.dtype} {tuple(f.shape)}"
+                    f"a window must be ({self.num_frames}, 3, S, S) uint8 (all of one size), "
+                    f"got {f.dtype} {tuple(f.shape)}"
                 )
-        pixels = torch.from_numpy(np.stack(frames))
-        if self.device.type == "cuda":
-            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
-        dtype = PRECISIONS[self.precision]
-        autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, label_set in enumerate(labels):
             groups.setdefault(tuple(label_set), []).append(i)
         out: list[list[float]] = [[] for _ in frames]
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             text = {key: self.text_features(key) for key in groups}
-            with autocast:
-                video, context = self.encode(self.processor.video_processor.normalize(pixels))
-                for key, rows in groups.items():
-                    index = torch.tensor(rows, device=self.device)
-                    logits = self.model.score_videos(video[index], context[index], text[key])
-                    for row, values in zip(rows, logits.float().cpu().tolist()):
-                        out[row] = values
+            video, context = self.encoder(self.upload(frames))
+            for key, rows in groups.items():
+                index = torch.tensor(rows, device=self.device) if len(groups) > 1 else slice(None)
+                logits = self.model.score_videos(video[index].float(), context[index].float(), text[key])
+                for row, values in zip(rows, logits.cpu().tolist()):
+                    out[row] = values
         return out

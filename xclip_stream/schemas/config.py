@@ -135,7 +135,8 @@ class ModelConfig(_Strict):
     path: str = Field(min_length=1)  # checkpoint folder, or "demo"
     device: str | None = None  # None: cuda when the replica has a GPU, else cpu
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU
-    compile: bool = False  # torch.compile the video encoder (CUDA graphs on GPU); not yet measured on one
+    compile: bool | None = None  # torch.compile the video encoder (fused kernels); None: on a GPU
+    cuda_graphs: bool = True  # on a GPU, replay the video encoder from CUDA graphs, one per batch bucket
 
 
 class PipelineConfig(_Strict):
