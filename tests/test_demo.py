@@ -14,8 +14,9 @@ from xclip_stream.services.rtsp_server import rtsp_available
 
 SECONDS = 40
 # Issue 4 asks that 90% of windows name the camera's true activity; with the current demo model a
-# 40 s run gave 136 of 161 (84.5%; 54% with the model before it).
-WINDOWS_RIGHT_FLOOR = 0.65
+# 40 s run gave 151 of 163 (92.6%; 84.5% and 54% with the models before it). Mistakes cluster by
+# camera, so the floor leaves room for one camera having a bad run.
+WINDOWS_RIGHT_FLOOR = 0.78
 
 
 def test_demo_events_name_each_cameras_true_activity(tmp_path, kafka_bootstrap, kafka_topic):

@@ -17,10 +17,10 @@ from xclip_stream.training.report import REPORT_JSON, evaluate_synthetic
 from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
 
 TEST_SEED = 20261126  # the report in the folder used seed 1; training draws seeds below 2**31
-# Issue 4 asks for 0.90 on held-out clips; the model trained so far reaches 0.83 (eval.json; shape
-# 0.88, motion 0.95, colour 0.98). These floors guard what it does reach, about 4 standard errors
-# below it on this test's 428 clips.
-SEEN_TOP1_FLOOR = 0.75
+# Issue 4 asks for 0.90 on held-out clips; the model reaches 0.91 (eval.json; shape 0.95, motion
+# 0.96, colour 0.98). These floors guard it about 4 standard errors below that on this test's 428
+# clips (52 for the unseen combinations).
+SEEN_TOP1_FLOOR = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_held_out_clips_of_trained_combinations_over_all_120_captions(report):
     assert report["labels"] == 120
     assert report["seen"]["clips"] >= 400
     assert report["seen"]["top1"] >= SEEN_TOP1_FLOOR, report["seen"]
-    assert report["seen"]["color"] >= 0.9 and report["seen"]["shape"] >= 0.8, report["seen"]
+    assert report["seen"]["color"] >= 0.9 and report["seen"]["shape"] >= 0.88, report["seen"]
     by_motion = report["seen"]["motion_by_motion"]
     assert min(by_motion[m] for m in ("growing", "shrinking", "blinking")) >= 0.85, by_motion
     # time, not one frame: each direction is a time reversal of its opposite
@@ -57,7 +57,7 @@ def test_held_out_clips_of_trained_combinations_over_all_120_captions(report):
 
 def test_unseen_combinations_are_well_above_chance(report):
     unseen = report["unseen"]
-    assert unseen["top1"] >= 0.45 and unseen["top1"] >= 10 * report["chance_top1"], unseen
+    assert unseen["top1"] >= 0.65 and unseen["top1"] >= 10 * report["chance_top1"], unseen
     assert unseen["top1_among_unseen"] >= 3 * unseen["chance_among_unseen"], unseen
 
 
