@@ -194,8 +194,9 @@ class _PassClock:
     """PTS in seconds for one connection: the frame's own, else by arrival (untimed formats) or by
     counting at the stream rate; ``offset`` continues a looped file where the last pass ended."""
 
-    def __init__(self, rate: float, untimed: bool, offset: float):
+    def __init__(self, rate: float, untimed: bool, offset: float, time_base: float | None = None):
         self.rate, self.untimed, self.offset = rate, untimed, offset
+        self.time_base = time_base  # the stream's, as a float: Fraction arithmetic per frame is slow
         self.first: float | None = None
         self.end = 0.0  # end of the last frame seen, for the next pass's offset
         self._last: float | None = None
@@ -204,7 +205,9 @@ class _PassClock:
     def pts(self, frame: av.VideoFrame, arrival: float) -> float:
         if self._first_arrival is None:
             self._first_arrival = arrival
-        raw = None if self.untimed else frame.time
+        raw = None
+        if not self.untimed and frame.pts is not None:
+            raw = frame.pts * self.time_base if self.time_base else frame.time
         if raw is None:
             if self.untimed:
                 raw = arrival - self._first_arrival
@@ -213,7 +216,9 @@ class _PassClock:
         self._last = raw
         if self.first is None:
             self.first = raw
-        duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+        duration = 0.0
+        if frame.duration:
+            duration = frame.duration * self.time_base if self.time_base else float(frame.duration * (frame.time_base or 0))
         self.end = max(self.end, raw + (duration or 1.0 / self.rate))
         return raw + self.offset
 
@@ -373,7 +378,7 @@ class VideoSource:
         if sample_interval * rate >= SKIP_NONREF_FRAMES:
             stream.codec_context.skip_frame = "NONREF"
         untimed = source.container.format.name in _UNTIMED_FORMATS
-        passed = _PassClock(rate, untimed, self._offset)
+        passed = _PassClock(rate, untimed, self._offset, float(stream.time_base) if stream.time_base else None)
         deadline = time.monotonic() + self.read_timeout
         while not self._stop.is_set():
             try:
