@@ -110,8 +110,7 @@ def bench_config(kind: str, args, device: torch.device) -> list[dict]:
                   for name in args.dtypes}
     scorers = {}
     for name in args.dtypes:  # the replica's scorer: bf16 weights, CUDA graphs on a GPU, compiled if asked
-        scorers[name] = BatchScorer(ours, processor=None, precision=name,
-                                    compile=args.compiled,
+        scorers[name] = BatchScorer(ours, processor=None, precision=name, compile=args.compiled,
                                     cuda_graphs=not args.no_graphs)
         scorers[name].remember(labels, text)
     normalize = XCLIPVideoProcessor().normalize  # transformers' fused rescale + normalise, on the device
@@ -128,12 +127,14 @@ def bench_config(kind: str, args, device: torch.device) -> list[dict]:
             ref, scorer = references[dtype_name], scorers[dtype_name]
             ref_pixels = pixels.to(DTYPES[dtype_name])
 
-            def run_ours(scorer=scorer, frames=frames):  # = classify() from uint8 frames on the device, against cached label features
+            # classify() from uint8 frames on the device, against cached label features
+            def run_ours(scorer=scorer, frames=frames):
                 with torch.inference_mode():
                     video, context = scorer.encoder(frames)
                     return ours.score_videos(video.float(), context.float(), text), video
 
-            def run_host(scorer=scorer, windows=windows, batch=batch):  # the replica's whole call: numpy windows in, logits as Python floats out
+            # the replica's whole call: numpy windows in, logits as Python floats out
+            def run_host(scorer=scorer, windows=windows, batch=batch):
                 return scorer.score(windows, [labels] * batch)
 
             def run_ref(ref=ref, ref_pixels=ref_pixels):
@@ -144,7 +145,8 @@ def bench_config(kind: str, args, device: torch.device) -> list[dict]:
             logits, video = run_ours()  # + warm-up: graph capture, compile
             sync(device)
             first_call = time.perf_counter() - t0
-            error, ref_error = relative_error(logits, truth.logits_per_video), relative_error(run_ref(), truth.logits_per_video)
+            error = relative_error(logits, truth.logits_per_video)
+            ref_error = relative_error(run_ref(), truth.logits_per_video)
             embed_error = relative_error(F.normalize(video.float(), dim=-1), truth.video_embeds)
             host_error = relative_error(torch.tensor(run_host()), truth.logits_per_video.cpu())
             sync(device)
