@@ -11,6 +11,7 @@ import torch
 
 from xclip_stream.model import XCLIPModel
 from xclip_stream.model.processor import XCLIPProcessor
+from xclip_stream.pipeline.encoding import bucket, buckets_up_to
 from xclip_stream.pipeline.scoring import BatchScorer, ModelInfo, frame_preprocessor, resolve_model_path
 from xclip_stream.pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from xclip_stream.schemas.frames import SourceFrame
@@ -104,6 +105,12 @@ def test_batch_scorer_mixed_label_sets_equal_classify(tiny_checkpoint):
             expected = model.classify(pixels, text)[0].tolist()
         assert logits[row] == pytest.approx(expected, abs=1e-5)
     assert len(scorer._text) == 2  # label features cached per set
+
+
+def test_batch_buckets():
+    assert [bucket(b) for b in (1, 2, 3, 5, 33, 64, 65)] == [1, 2, 4, 8, 64, 64, 65]
+    assert buckets_up_to(8) == [1, 2, 4, 8] and buckets_up_to(6) == [1, 2, 4, 8]
+    assert buckets_up_to(100) == [1, 2, 4, 8, 16, 32, 64, 100]  # past 64: one size, compiled, no graph
 
 
 def test_compiled_batch_scorer_pads_to_buckets_and_equals_eager(tiny_checkpoint, caplog):

@@ -40,6 +40,11 @@ def bucket(batch: int) -> int:
     return next((n for n in BATCH_BUCKETS if n >= batch), batch)
 
 
+def buckets_up_to(max_batch: int) -> list[int]:
+    """The batch sizes a replica batching up to ``max_batch`` windows will run at."""
+    return sorted({n for n in BATCH_BUCKETS if n < max_batch} | {bucket(max_batch)})
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -99,7 +104,7 @@ class VideoEncoder:
             return
         vision = self.model.config.vision_config
         with torch.inference_mode():
-            for b in sorted({n for n in BATCH_BUCKETS if n < max_batch} | {bucket(max_batch)}):
+            for b in buckets_up_to(max_batch):
                 # contiguous, as live batches are (a compiled function guards on strides)
                 self(torch.zeros((b, vision.num_frames, 3, vision.image_size, vision.image_size),
                                  dtype=torch.uint8, device=self.device))
