@@ -7,7 +7,7 @@
    bucket replayed with new frames) and mixed label sets; their logits must agree to 1e-3 of a logit.
 2. reduced precision against float32 on trained weights (the demo checkpoint), which random weights
    cannot show (their logits sit near zero): the relative error of the logits, fp16 bound 1e-2, bf16
-   (3 fewer mantissa bits) reported, and bounded at 1e-1 only to catch a broken path.
+   (3 fewer mantissa bits) bounded at 3e-2 (measured 0.9-1.2e-2 on an H200).
 3. the replica's default (compiled, CUDA graphs, warmed up to batch 8 as a replica starts) against
    the eager bf16 encoder: the same logits up to bf16 rounding (2e-2 relative: two roundings), and
    no compile after the warm-up (each call under a second).
@@ -43,7 +43,7 @@ def logits(scorer: BatchScorer, windows: list[np.ndarray]) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="demo", help="checkpoint folder, or demo")
-    parser.add_argument("--max-error", type=float, default=1e-2, help="fp16's bound (bf16's is 10x)")
+    parser.add_argument("--max-error", type=float, default=1e-2, help="fp16's bound (bf16's is 3x)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device", file=sys.stderr)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, scorer in (("float32", exact), ("bf16", graphs), ("fp16", half)):
             pooled[name].append(got if scorer is graphs else logits(scorer, windows))
     truth = torch.cat(pooled.pop("float32"))
-    for (name, rows), bound in zip(pooled.items(), (10 * args.max_error, args.max_error)):
+    for (name, rows), bound in zip(pooled.items(), (3 * args.max_error, args.max_error)):
         error = float((torch.cat(rows) - truth).norm() / truth.norm())
         print(f"{name} against float32 over all {len(truth)} windows: relative error {error:.1e} "
               f"(logits spread {float(truth.std()):.2f})")

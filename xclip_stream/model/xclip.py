@@ -163,10 +163,11 @@ class XCLIPModel(PreTrainedMixin, nn.Module):
     # -- scores ----------------------------------------------------------------------------------
     def _scores(self, video_embeds: torch.Tensor, context: torch.Tensor, text_features: torch.Tensor):
         """video (B, P), context (B, S-1, P), labels (N, P) -> logits (B, N), normed video, normed labels."""
-        # The label residual stream keeps the weights' dtype (float32 under autocast) for precision.
-        text = text_features.to(self.prompts_generator.alpha.dtype)
-        text = text.unsqueeze(0).expand(video_embeds.shape[0], -1, -1)  # (B, N, P)
-        text = text + self.prompts_generator(text, context)
+        # The generator runs in its weights' dtype (bf16 in a cast replica copy); the label residual
+        # stream it adds to stays float32, so the labels keep their precision whatever the generator's.
+        dtype = self.prompts_generator.alpha.dtype
+        text = text_features.float().unsqueeze(0).expand(video_embeds.shape[0], -1, -1)  # (B, N, P)
+        text = text + self.prompts_generator(text.to(dtype), context.to(dtype)).float()
         # Norms and cosines in float32 even under autocast: cheap (B x N x P), and the logits'
         # precision is decided here.
         with torch.autocast(video_embeds.device.type, enabled=False):

@@ -155,7 +155,7 @@ class BatchScorer:
             video, context = self.encoder(self.upload(frames))
             for key, rows in groups.items():
                 index = torch.tensor(rows, device=self.device) if len(groups) > 1 else slice(None)
-                logits = self.model.score_videos(video[index].float(), context[index].float(), text[key])
+                logits = self.encoder.score(video[index], context[index], text[key])
                 for row, values in zip(rows, logits.cpu().tolist()):
                     out[row] = values
         return out
