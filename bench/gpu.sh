@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check and benchmarks in one go, for a machine with an NVIDIA GPU, PyTorch and no network
 # (about 5 minutes on an H200: 312 s on 2026-11-27 with 0.5 s timing windows, since cut to 0.3 s,
-# which saves about 20 s; half of the time is torch.compile, about 20 s a compile):
+# which should save about 20 s, not yet rerun; a third of it is torch.compile, ~20 s a compile):
 #   bash bench/gpu.sh            (uses .venv/bin/python when present, else python3; PY=... overrides)
 # 1. correctness of the replica's fast path (bench/gpu_check.py): CUDA graphs replay what eager
 #    computes, over uneven batches; bf16 and fp16 against float32 on trained weights (demo checkpoint);

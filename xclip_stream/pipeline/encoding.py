@@ -81,8 +81,6 @@ class VideoEncoder:
             graphs_here = self.device.type == "cuda" and not self.cuda_graphs
             self._fn = torch.compile(self._encode, mode="reduce-overhead" if graphs_here else "default",
                                      dynamic=True)
-        self._attention = ((lambda: sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))
-                           if self.device.type == "cuda" else contextlib.nullcontext)
         self._graphs: dict[int, _Graph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
 
@@ -95,6 +93,12 @@ class VideoEncoder:
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self._attention():  # also what compile traces and graphs capture
             return self._call(frames)
+
+    def _attention(self):
+        """SDPA's memory-efficient kernel on a GPU (see the module's docstring); the default elsewhere."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
     def _call(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = frames.shape[0]
