@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/decode.py [--seconds 10] [--repeats 5] [--out bench/results/decode.json]
 
-Camera-like H.264 media (textured background, moving shapes, sensor noise) in four encodings:
-640x480 at 15 fps and 1280x720 at 30 fps, each with x264's default B-frames and with none (most IP
-cameras send none). For each, best of ``--repeats`` runs, all rows interleaved:
+Camera-like media (textured background, moving shapes, sensor noise) in six encodings: 640x480 at
+15 fps and 1280x720 at 30 fps, each as H.264 with x264's default B-frames, H.264 with none (most IP
+cameras send none) and MJPEG (what cheap cameras send over HTTP). For each, best of ``--repeats``
+runs, all rows interleaved:
 
 - ``bare decode``: PyAV decodes every frame, no conversion (a floor nobody can use as is);
 - ``bare decode+RGB``: every frame decoded and converted to RGB: a user's loop, the baseline;
@@ -12,8 +13,9 @@ cameras send none). For each, best of ``--repeats`` runs, all rows interleaved:
   10% of ``bare decode+RGB``);
 - ``ours, fps/4``: sampled at a quarter of the frame rate, as a pipeline with ``sample_fps`` there
   does (target: at least 2x faster than ``bare decode+RGB``);
-- ``ours, fps/4, no skip``: the same sampling with non-reference frames decoded anyway: what
-  skipping them adds to converting only the kept frames.
+- ``ours, fps/4, no skip``: the same sampling with every frame decoded anyway (the source not told
+  the interval): what skipping non-reference frames (H.264) or unkept frames (MJPEG) adds to
+  converting only the kept frames.
 
 Prints a table and writes JSON.
 """
@@ -40,25 +42,31 @@ sys.path.insert(0, str(REPO))
 from xclip_stream.pipeline.sources import VideoSource  # noqa: E402
 from xclip_stream.pipeline.windows import RateSampler  # noqa: E402
 
-MEDIA = [  # (width, height, fps, B-frames)
-    (640, 480, 15, True), (640, 480, 15, False), (1280, 720, 30, True), (1280, 720, 30, False),
-]
+ENCODINGS = ("B-frames", "no B-frames", "MJPEG")
+MEDIA = [(640, 480, 15, encoding) for encoding in ENCODINGS] + [(1280, 720, 30, encoding) for encoding in ENCODINGS]
 
 
 def write_media(path: Path, seconds: float, width: int = 640, height: int = 480, fps: int = 15,
-                bframes: bool = True, gop_seconds: float = 2.0) -> Path:
-    """A camera-like H.264 clip: textured background, two moving shapes, sensor noise; one keyframe
-    every ``gop_seconds``; x264's default B-frames, or none."""
+                encoding: str = "B-frames", gop_seconds: float = 2.0) -> Path:
+    """A camera-like clip: textured background, two moving shapes, sensor noise. H.264 with one
+    keyframe every ``gop_seconds`` and x264's default B-frames or none, or MJPEG (about 0.15 bytes
+    a pixel, as cameras send)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width]
     background = ((np.sin(xx / 23.0) + np.cos(yy / 17.0)) * 40 + 110).astype(np.uint8)
     gop = max(1, round(gop_seconds * fps))
-    params = f"keyint={gop}:min-keyint={gop}:scenecut=0" + ("" if bframes else ":bframes=0")
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0" + ("" if encoding == "B-frames" else ":bframes=0")
     bw, bh = width // 8, height // 6
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23",
-                                                               "x264-params": params})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if encoding == "MJPEG":
+            stream = out.add_stream("mjpeg", rate=fps)
+            stream.bit_rate = int(width * height * fps * 1.2)
+            stream.pix_fmt = "yuvj420p"
+        else:
+            stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23",
+                                                                   "x264-params": params})
+            stream.pix_fmt = "yuv420p"
+        stream.width, stream.height = width, height
         for i in range(round(seconds * fps)):
             frame = np.repeat(background[:, :, None], 3, axis=2)
             x = int((i * width / 70) % (width - bw))
@@ -128,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="xclip-bench-decode-") as tmp:
         paths = []
-        for width, height, fps, bframes in MEDIA:
-            media = f"{width}x{height} {fps} fps, {'B-frames' if bframes else 'no B-frames'}"
-            path = write_media(Path(tmp) / f"{width}x{height}-{fps}-{int(bframes)}.mp4", args.seconds, width,
-                               height, fps, bframes)
+        for width, height, fps, encoding in MEDIA:
+            media = f"{width}x{height} {fps} fps, {encoding}"
+            suffix = ".avi" if encoding == "MJPEG" else ".mp4"
+            path = write_media(Path(tmp) / f"{width}x{height}-{fps}-{ENCODINGS.index(encoding)}{suffix}",
+                               args.seconds, width, height, fps, encoding)
             paths.append((media, path, fps))
         rows = measure(paths, args.repeats)
 

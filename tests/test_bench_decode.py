@@ -17,8 +17,9 @@ def test_rows_count_decoded_and_delivered_frames(tmp_path):
     out = tmp_path / "decode.json"
     assert bench.main(["--seconds", "2", "--repeats", "1", "--out", str(out)]) == 0
     rows = {(r["media"], r["path"]): r for r in json.loads(out.read_text())["rows"]}
-    assert len(rows) == 4 * 5
-    for media, frames in (("640x480 15 fps, B-frames", 30), ("1280x720 30 fps, no B-frames", 60)):
+    assert len(rows) == 6 * 5
+    for media, frames in (("640x480 15 fps, B-frames", 30), ("1280x720 30 fps, no B-frames", 60),
+                          ("640x480 15 fps, MJPEG", 30)):
         assert rows[(media, "bare decode+RGB")]["decoded"] == frames == rows[(media, "ours, every frame")]["delivered"]
         quarter = rows[(media, "ours, fps/4")]
         assert abs(quarter["delivered"] - frames / 4) <= 1
@@ -26,3 +27,6 @@ def test_rows_count_decoded_and_delivered_frames(tmp_path):
     # B-frames are skipped at a quarter of the rate; without B-frames every frame is a reference
     assert rows[("640x480 15 fps, B-frames", "ours, fps/4")]["decoded"] < 30
     assert rows[("1280x720 30 fps, no B-frames", "ours, fps/4")]["decoded"] == 60
+    # MJPEG: only the kept frames are decoded at all
+    mjpeg = rows[("640x480 15 fps, MJPEG", "ours, fps/4")]
+    assert mjpeg["decoded"] == mjpeg["delivered"]

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from tests.camera_fixtures import CAMERA_FPS, CAMERA_FRAMES
-from tests.media import read_index, write_index_video
+from tests.media import index_frame, read_index, write_index_video
+from xclip_stream.pipeline.clips import write_video
 from xclip_stream.pipeline.sources import Backoff, SourceError, VideoSource, redact_url, source_kind
 from xclip_stream.pipeline.windows import RateSampler
 from xclip_stream.schemas.frames import SourceFrame
@@ -199,6 +200,22 @@ def test_sparse_sampling_skips_non_reference_frames_and_keeps_times_true(tmp_pat
     assert gaps.min() >= 0.25 - 1e-6 and gaps.max() <= 0.25 + 2 / 16 + 1e-6, gaps
 
 
+def test_sparse_sampling_of_mjpeg_decodes_only_the_kept_frames(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "mjpeg.avi", (index_frame(i) for i in range(64)), fps=16, codec="mjpeg")
+    runs = {}
+    for interval in (0.0, 0.25):  # the sampler alone (every frame decoded); the source told too
+        sampler = RateSampler(4)
+        source = VideoSource("cam", str(video))
+        runs[interval] = (source.stats, list(source.frames(sampler.keep, sample_interval=interval)))
+    (eager_stats, eager), (stats, frames) = runs[0.0], runs[0.25]
+    assert eager_stats.frames_decoded == 64 and eager_stats.frames_skipped == 0
+    assert len(frames) == 16 and stats.frames_decoded == 16 and stats.frames_skipped == 48
+    # The same frames, timestamps and sequence numbers either way, each the frame its timestamp says.
+    assert [(f.seq, f.pts) for f in frames] == [(f.seq, f.pts) for f in eager]
+    assert [read_index(f.image) for f in frames] == [round(f.pts * 16) % 32 for f in frames]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, eager))
+
+
 def test_loop_keeps_pts_and_time_increasing(camera_video: Path) -> None:
     source = VideoSource("cam", str(camera_video), loop=True, realtime=False)
     assert source.is_live and not source.reconnect
@@ -377,6 +394,17 @@ def test_mjpeg_http_camera(mjpeg_camera: MjpegCamera) -> None:
     span = frames[-1].pts - frames[0].pts
     assert 0.3 < span < 1.2  # arrival-time PTS: about 11 frames at 16 fps (the first few may burst)
     assert status.states() == ["connected"]
+
+
+def test_sampled_mjpeg_http_camera_decodes_only_kept_frames(mjpeg_camera: MjpegCamera) -> None:
+    sampler = RateSampler(CAMERA_FPS / 4)
+    source = VideoSource("lobby", mjpeg_camera.url)
+    frames = take(source.frames(sampler.keep, sample_interval=sampler.interval), 6)
+    stats = source.stats
+    assert stats.frames_decoded == stats.frames_kept == 6 and stats.frames_skipped >= 12
+    # Each kept picture is the frame its sequence number says (the camera loops 32 indexed frames).
+    steps = [((read_index(b.image) - read_index(a.image)) % 32, b.seq - a.seq) for a, b in zip(frames, frames[1:])]
+    assert all(picture == seq % 32 for picture, seq in steps), steps
 
 
 def test_mjpeg_camera_from_a_function_reconnects() -> None:

@@ -147,7 +147,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec:
             if stream is None:
                 stream = out.add_stream(codec, rate=fps)
                 stream.height, stream.width = frame.shape[:2]
-                stream.pix_fmt = "yuv420p"
+                stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"  # JPEG's full range
                 if codec == "libx264":
                     stream.options = {"crf": str(crf)}
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

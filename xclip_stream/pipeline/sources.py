@@ -3,7 +3,9 @@
 A source converts to RGB only the frames its consumer keeps: ``keep(time)`` is asked first, with the
 frame's wall-clock time, because the conversion costs more than the decode. When the consumer says it
 keeps frames at least ``SKIP_NONREF_FRAMES`` frame intervals apart, the decoder also drops the frames
-no other frame refers to (B-frames, in most encodings) without decoding them.
+no other frame refers to (B-frames, in most encodings) without decoding them. In intra-only streams
+(MJPEG cameras) every packet is a whole frame with its frame's time, so a sampling consumer is asked
+before the decode and only the frames it keeps are decoded at all.
 
 Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
 each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
@@ -54,11 +56,12 @@ class SourceError(Exception):
 class SourceStats:
     state: str = "idle"  # idle | connecting | connected | disconnected | ended | stopped
     frames_decoded: int = 0
+    frames_skipped: int = 0  # intra-only streams (MJPEG): frames keep() did not want, never decoded
     frames_kept: int = 0
     decode_errors: int = 0  # corrupt packets skipped
     reconnects: int = 0
     last_error: str | None = None  # redacted
-    last_frame_time: float | None = None  # wall-clock time of the last decoded frame
+    last_frame_time: float | None = None  # wall-clock time of the last frame (decoded or skipped)
     connected_since: float | None = None  # wall clock when frames started flowing on this connection
 
 
@@ -202,12 +205,14 @@ class _PassClock:
         self._last: float | None = None
         self._first_arrival: float | None = None
 
-    def pts(self, frame: av.VideoFrame, arrival: float) -> float:
+    def pts(self, frame: av.VideoFrame | av.Packet, arrival: float) -> float:
+        """A decoded frame's, or an intra-only stream's packet's (the same: nothing is reordered)."""
         if self._first_arrival is None:
             self._first_arrival = arrival
         raw = None
-        if not self.untimed and frame.pts is not None:
-            raw = frame.pts * self.time_base if self.time_base else frame.time
+        time_base = self.time_base or float(frame.time_base or 0)
+        if not self.untimed and frame.pts is not None and time_base:
+            raw = frame.pts * time_base
         if raw is None:
             if self.untimed:
                 raw = arrival - self._first_arrival
@@ -216,9 +221,7 @@ class _PassClock:
         self._last = raw
         if self.first is None:
             self.first = raw
-        duration = 0.0
-        if frame.duration:
-            duration = frame.duration * self.time_base if self.time_base else float(frame.duration * (frame.time_base or 0))
+        duration = frame.duration * time_base if frame.duration else 0.0
         self.end = max(self.end, raw + (duration or 1.0 / self.rate))
         return raw + self.offset
 
@@ -377,6 +380,9 @@ class VideoSource:
         rate = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
         if sample_interval * rate >= SKIP_NONREF_FRAMES:
             stream.codec_context.skip_frame = "NONREF"
+        # MJPEG and other intra-only codecs: each packet is a whole frame, with the frame's own time,
+        # so keep() is asked before decoding and frames it does not keep are never decoded.
+        intra_only = sample_interval > 0 and stream.codec_context.codec.intra_only
         untimed = source.container.format.name in _UNTIMED_FORMATS
         passed = _PassClock(rate, untimed, self._offset, float(stream.time_base) if stream.time_base else None)
         deadline = time.monotonic() + self.read_timeout
@@ -394,28 +400,50 @@ class VideoSource:
             if item is None:
                 return _EOF, "", passed
             packet, arrival = item
-            try:
-                decoded = stream.codec_context.decode(packet)
-            except av.error.FFmpegError as e:
-                self.stats.decode_errors += 1
-                logger.debug("camera %s: skipped a corrupt packet (%s)", self.camera_id, e)
-                continue
-            for frame in decoded:
-                deadline = time.monotonic() + self.read_timeout
-                pts = passed.pts(frame, arrival)
-                t = self._timeline.map(pts)
-                if self.realtime and self._stop.wait(max(0.0, t - self._clock())):
+            lazy = intra_only and packet.size > 0  # a whole frame, not decoded unless kept
+            for frame in [None] if lazy else self._decode_packet(stream, packet):
+                pts = passed.pts(packet if frame is None else frame, arrival)
+                offered = self._offer(pts)
+                if offered is None:
                     return _STOPPED, "", passed
-                seq = self._seq
-                self._seq += 1
-                self._frame_decoded(t)
-                if keep(t):
-                    self.stats.frames_kept += 1
-                    yield SourceFrame(self.camera_id, seq, t, pts, frame.to_ndarray(format="rgb24"))
+                (seq, t), deadline = offered, time.monotonic() + self.read_timeout
+                if not keep(t):
+                    self.stats.frames_skipped += lazy
+                    continue
+                if lazy:  # a corrupt packet loses this sample (keep() has moved on): one frame of a window
+                    frame = next(iter(self._decode_packet(stream, packet)), None)
+                    if frame is None:
+                        continue
+                yield self._kept(frame, seq, t, pts)
         return _STOPPED, "", passed
 
-    def _frame_decoded(self, t: float) -> None:
-        self.stats.frames_decoded += 1
+    def _decode_packet(self, stream: av.video.stream.VideoStream, packet: av.Packet) -> list[av.VideoFrame]:
+        """The packet's frames; none, counted and logged, when it is corrupt."""
+        try:
+            frames = stream.codec_context.decode(packet)
+        except av.error.FFmpegError as e:
+            self.stats.decode_errors += 1
+            logger.debug("camera %s: skipped a corrupt packet (%s)", self.camera_id, e)
+            return []
+        self.stats.frames_decoded += len(frames)
+        return frames
+
+    def _offer(self, pts: float) -> tuple[int, float] | None:
+        """(seq, wall time) of the stream's next frame, after pacing a realtime file to it; None when
+        stop() came first."""
+        t = self._timeline.map(pts)
+        if self.realtime and self._stop.wait(max(0.0, t - self._clock())):
+            return None
+        seq = self._seq
+        self._seq += 1
+        self._frame_seen(t)
+        return seq, t
+
+    def _kept(self, frame: av.VideoFrame, seq: int, t: float, pts: float) -> SourceFrame:
+        self.stats.frames_kept += 1
+        return SourceFrame(self.camera_id, seq, t, pts, frame.to_ndarray(format="rgb24"))
+
+    def _frame_seen(self, t: float) -> None:
         self.stats.last_frame_time = t
         if self.stats.state != "connected":
             self.stats.connected_since = self._clock()
