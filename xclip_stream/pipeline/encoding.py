@@ -20,8 +20,8 @@ What a replica does on every batch, so everything here is about not wasting the 
 
 Label scoring (``score``) runs on the same copy: its prompt generator in bf16 too (in float32 its
 GEMMs ran on SIMT cores, 0.5 ms of a 12.6 ms batch of 64 on an H200), while the label residual
-stream, the norms and the cosines stay float32, where the logits' precision is decided. The text tower stays with the
-caller's float32 model (``BatchScorer``): labels are encoded once per label set.
+stream, the norms and the cosines stay float32, where the logits' precision is decided. The text
+tower stays with the caller's float32 model (``BatchScorer``): labels are encoded once per label set.
 """
 
 from __future__ import annotations
