@@ -12,12 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from tests.camera_fixtures import CAMERA_FPS, CAMERA_FRAMES
 from tests.media import index_frame, read_index, write_index_video
 from xclip_stream.pipeline.clips import write_video
+from xclip_stream.pipeline.rgb import RGBConverter
 from xclip_stream.pipeline.sources import Backoff, SourceError, VideoSource, redact_url, source_kind
 from xclip_stream.pipeline.windows import RateSampler
 from xclip_stream.schemas.frames import SourceFrame
@@ -180,6 +182,27 @@ def test_keep_decides_before_conversion(camera_video: Path) -> None:
     assert [f.seq for f in frames] == list(range(0, CAMERA_FRAMES, 4))  # seq counts every decoded frame
     assert [read_index(f.image) for f in frames] == [f.seq for f in frames]
     assert [f.time for f in frames] == offered[::4]
+
+
+def test_frames_are_the_pixels_pyav_converts_across_codecs_and_sizes(tmp_path: Path) -> None:
+    """The source keeps one conversion context per stream; its RGB must be to_ndarray's, exactly,
+    in limited-range H.264 and full-range MJPEG, and when the size changes under the same context."""
+    rng = np.random.default_rng(1)
+    videos = [
+        write_video(tmp_path / f"color{i}.{'avi' if codec == 'mjpeg' else 'mp4'}",
+                    (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(6)), fps=8, codec=codec)
+        for i, (codec, h, w) in enumerate([("libx264", 96, 128), ("mjpeg", 96, 128), ("libx264", 120, 160)])
+    ]
+    converter = RGBConverter()
+    for video in videos:
+        with av.open(str(video)) as container:
+            expected = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        with av.open(str(video)) as container:
+            shared = [converter(f) for f in container.decode(video=0)]
+        ours = [f.image for f in VideoSource("cam", str(video)).frames()]
+        assert len(ours) == len(expected) == 6 and len(np.unique(expected[0])) > 200
+        assert all(np.array_equal(a, b) for a, b in zip(ours, expected))
+        assert all(np.array_equal(a, b) for a, b in zip(shared, expected))
 
 
 def test_sparse_sampling_skips_non_reference_frames_and_keeps_times_true(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .rgb import RGBConverter
+
 
 @dataclass(frozen=True)
 class WindowSampling:
@@ -111,12 +113,13 @@ def read_windows(path: str | Path, sampling: WindowSampling) -> Iterator[Window]
     wanted = {i for window in plan for i in window}
     kept: dict[int, tuple[np.ndarray, float]] = {}
     next_window, index = 0, -1
+    to_rgb = RGBConverter()
     with open_video(path) as container:
         stream = container.streams.video[0]
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    kept[index] = (frame.to_ndarray(format="rgb24"), float(frame.time or 0.0))
+                    kept[index] = (to_rgb(frame), float(frame.time or 0.0))
                 while next_window < len(plan) and plan[next_window][-1] <= index:
                     indices = plan[next_window]
                     yield Window(

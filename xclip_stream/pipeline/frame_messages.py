@@ -23,6 +23,8 @@ from av.codec.context import CodecContext
 
 from xclip_stream.schemas.frames import SourceFrame
 
+from .rgb import to_rgb
+
 FRAME_HEADERS = ("camera_id", "capture_time_ms", "seq")
 IMAGE_FORMATS = ("jpeg", "png")
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -232,7 +234,7 @@ def _decode_image(value: bytes, fmt: str, where: str) -> np.ndarray:
         raise BadMessage(
             "corrupt_image", f"{where}: {fmt.upper()} decoded to {len(frames)} frames, expected 1"
         )
-    return frames[0].to_ndarray(format="rgb24")
+    return to_rgb(frames[0])
 
 
 def dead_letter_headers(

@@ -34,6 +34,7 @@ import av
 from ..schemas.frames import SourceFrame
 from .backoff import Backoff
 from .redact import redact_text, redact_url
+from .rgb import RGBConverter
 
 __all__ = ["Backoff", "SourceError", "SourceStats", "VideoSource", "redact_url", "source_kind"]
 
@@ -271,6 +272,7 @@ class VideoSource:
         self._timeline = _Timeline(clock)
         self._seq = 0
         self._offset = 0.0  # PTS where the next pass of a looped file starts
+        self._to_rgb = RGBConverter()
 
     def stop(self) -> None:
         """Ends ``frames()`` promptly; safe from any thread."""
@@ -441,7 +443,7 @@ class VideoSource:
 
     def _kept(self, frame: av.VideoFrame, seq: int, t: float, pts: float) -> SourceFrame:
         self.stats.frames_kept += 1
-        return SourceFrame(self.camera_id, seq, t, pts, frame.to_ndarray(format="rgb24"))
+        return SourceFrame(self.camera_id, seq, t, pts, self._to_rgb(frame))
 
     def _frame_seen(self, t: float) -> None:
         self.stats.last_frame_time = t
