@@ -239,6 +239,31 @@ def test_sparse_sampling_of_mjpeg_decodes_only_the_kept_frames(tmp_path: Path) -
     assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, eager))
 
 
+def test_a_corrupt_kept_mjpeg_packet_passes_its_sample_to_the_next_frame(tmp_path: Path) -> None:
+    """The sampler has already counted a packet it kept when its decode fails; the next frame takes the
+    sample, so the lazy path delivers the frames decoding everything delivers and no window runs short."""
+    clean = write_video(tmp_path / "clean.avi", (index_frame(i) for i in range(64)), fps=16, codec="mjpeg")
+    video = tmp_path / "corrupt.avi"
+    with av.open(str(clean)) as src, av.open(str(video), "w") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for i, packet in enumerate(p for p in src.demux(video=0) if p.size):
+            if i == 8:  # a frame the sampler keeps at 4 fps: bytes that are no JPEG at all
+                garbage = av.Packet(bytes(200))
+                garbage.pts, garbage.dts, garbage.time_base = packet.pts, packet.dts, packet.time_base
+                packet = garbage
+            packet.stream = stream
+            out.mux(packet)
+    runs = {}
+    for interval in (0.0, 0.25):
+        sampler = RateSampler(4)
+        source = VideoSource("cam", str(video))
+        runs[interval] = (source.stats, [read_index(f.image) for f in source.frames(sampler.keep, interval)])
+    (eager_stats, eager), (stats, lazy) = runs[0.0], runs[0.25]
+    assert eager_stats.decode_errors == stats.decode_errors == 1
+    assert lazy == eager and len(lazy) == 16 and lazy[:4] == [0, 4, 9, 12]
+    assert stats.frames_decoded == 16 and stats.frames_skipped == 64 - 16 - 1  # and one failed
+
+
 def test_loop_keeps_pts_and_time_increasing(camera_video: Path) -> None:
     source = VideoSource("cam", str(camera_video), loop=True, realtime=False)
     assert source.is_live and not source.reconnect

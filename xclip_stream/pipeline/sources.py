@@ -5,7 +5,8 @@ frame's wall-clock time, because the conversion costs more than the decode. When
 keeps frames at least ``SKIP_NONREF_FRAMES`` frame intervals apart, the decoder also drops the frames
 no other frame refers to (B-frames, in most encodings) without decoding them. In intra-only streams
 (MJPEG cameras) every packet is a whole frame with its frame's time, so a sampling consumer is asked
-before the decode and only the frames it keeps are decoded at all.
+before the decode and only the frames it keeps are decoded at all (a kept frame that fails to decode
+hands its sample to the next frame, as it would had it been decoded first).
 
 Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
 each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
@@ -388,6 +389,7 @@ class VideoSource:
         untimed = source.container.format.name in _UNTIMED_FORMATS
         passed = _PassClock(rate, untimed, self._offset, float(stream.time_base) if stream.time_base else None)
         deadline = time.monotonic() + self.read_timeout
+        retake = False  # a kept packet did not decode: the next frame takes its sample
         while not self._stop.is_set():
             try:
                 item = source.next(_POLL)
@@ -409,12 +411,13 @@ class VideoSource:
                 if offered is None:
                     return _STOPPED, "", passed
                 (seq, t), deadline = offered, time.monotonic() + self.read_timeout
-                if not keep(t):
+                if not (keep(t) or retake):
                     self.stats.frames_skipped += lazy
                     continue
-                if lazy:  # a corrupt packet loses this sample (keep() has moved on): one frame of a window
+                if lazy:
                     frame = next(iter(self._decode_packet(stream, packet)), None)
-                    if frame is None:
+                    retake = frame is None
+                    if retake:
                         continue
                 yield self._kept(frame, seq, t, pts)
         return _STOPPED, "", passed
