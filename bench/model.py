@@ -26,7 +26,8 @@ at different places differ by that much: fp16 B=1 measured 1.7x where B=64 measu
 Trained weights show what reduced precision costs: ``bench/gpu_check.py``.
 
 Prints a table and writes bench/results/model.json (or --out). Defaults: on CUDA the issue's grid
-(B 1, 8, 32, 64; both configs; float32 and bf16); on a CPU base32 float32 at B 1, 4, 8.
+(B 1, 8, 32, 64; both configs; float32 and bf16); on a CPU base32 at B 1, 4, 8, float32 and, where
+the CPU runs bf16 natively (AVX512-BF16, AMX: a replica's choice there), bf16.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from xclip_stream.model import XCLIPModel  # noqa: E402
 from xclip_stream.model.processor import XCLIPVideoProcessor  # noqa: E402
-from xclip_stream.pipeline.scoring import BatchScorer  # noqa: E402
+from xclip_stream.pipeline.scoring import BatchScorer, auto_precision  # noqa: E402
 
 CONFIGS = {"base32": {"patch_size": 32}, "base16": {"patch_size": 16}}  # xclip-base-patch32 / -patch16
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.configs = (args.configs or ("base32,base16" if gpu else "base32")).split(",")
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,8,32,64" if gpu else "1,4,8")).split(",")]
-    args.dtypes = (args.dtypes or ("float32,bfloat16" if gpu else "float32")).split(",")
+    native_bf16 = auto_precision(device) == "bfloat16"  # CPUs too: what a replica picks there
+    args.dtypes = (args.dtypes or ("float32,bfloat16" if gpu or native_bf16 else "float32")).split(",")
     args.seconds = args.seconds if args.seconds is not None else (1.0 if gpu else 3.0)
     for name, values, known in (("config", args.configs, CONFIGS), ("dtype", args.dtypes, DTYPES)):
         unknown = [v for v in values if v not in known]

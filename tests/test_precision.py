@@ -12,7 +12,7 @@ import transformers
 
 from xclip_stream.model import XCLIPModel
 from xclip_stream.model.processor import XCLIPVideoProcessor
-from xclip_stream.pipeline.scoring import BatchScorer
+from xclip_stream.pipeline.scoring import BatchScorer, auto_precision
 
 from .test_model_parity import hf_config, make_inputs, perturbed
 
@@ -101,3 +101,25 @@ def test_bf16_label_scoring_keeps_the_label_stream_float32(pair):
     assert got.dtype == torch.float32
     # measured 0.003-0.011 over 6 seeds of these weights, nearly all of it the generator's bf16
     assert cosine_err(ours, got, want) < 0.03, cosine_err(ours, got, want)
+
+
+@pytest.mark.parametrize(("device", "native", "expected"), [
+    ("cpu", True, "bfloat16"),  # AVX512-BF16 or AMX: oneDNN's bf16 GEMMs
+    ("cpu", False, "float32"),  # bf16 would be emulated, slower than float32
+    ("cuda", True, "bfloat16"),  # Ampere on
+    ("cuda", False, "float16"),  # a T4: fp16 tensor cores, bf16 emulated
+])
+def test_auto_precision_is_what_the_device_runs_natively(monkeypatch, device, native, expected):
+    """The hardware probes are the boundary here (this machine has one CPU and maybe no GPU)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+    assert auto_precision(torch.device(device)) == expected
+
+
+def test_auto_scorer_takes_the_device_s_precision(pair):
+    ours, _, _ = pair
+    scorer = BatchScorer(ours, processor=None)
+    assert scorer.precision == auto_precision(torch.device("cpu"))
+    dtypes = {p.dtype for p in scorer.encoder.model.parameters()}
+    assert dtypes == {torch.bfloat16 if scorer.precision == "bfloat16" else torch.float32}

@@ -90,7 +90,7 @@ def test_pending_windows_close_wakes_blocked_producer_and_keeps_queued_windows()
 
 
 def test_batch_scorer_mixed_label_sets_equal_classify(tiny_checkpoint):
-    scorer = BatchScorer.load(str(tiny_checkpoint), device="cpu")
+    scorer = BatchScorer.load(str(tiny_checkpoint), device="cpu", precision="float32")  # auto may be bf16
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8) for _ in range(3)]
     a, b = ("a person walking", "a person running"), ("a car", "an empty scene", "a person falling")
@@ -114,8 +114,8 @@ def test_batch_buckets():
 
 
 def test_compiled_batch_scorer_pads_to_buckets_and_equals_eager(tiny_checkpoint, caplog):
-    eager = BatchScorer.load(str(tiny_checkpoint), device="cpu")
-    compiled = BatchScorer.load(str(tiny_checkpoint), device="cpu", compile=True)
+    eager = BatchScorer.load(str(tiny_checkpoint), device="cpu", precision="float32")
+    compiled = BatchScorer.load(str(tiny_checkpoint), device="cpu", precision="float32", compile=True)
     assert not eager.encoder.compiled and compiled.encoder.compiled  # off on a CPU unless asked for
     assert not compiled.encoder.cuda_graphs  # graphs are for GPUs only
     compiled.encoder.warm_up(4)  # buckets 1, 2, 4: what a replica does at start

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=_positive_int, default=8, help="windows per model call (default 8)")
     c.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     c.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="compute precision; bfloat16/float16 run under autocast over float32 weights")
+                   help="compute precision (default float32, exact); bfloat16/float16 score on a copy of the "
+                        "video side cast to that dtype, as a replica does")
 
     r = commands.add_parser(
         "run",
