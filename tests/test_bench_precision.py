@@ -1,0 +1,27 @@
+"""bench/precision.py compares each reduced-precision scorer with float32 on the same held-out clips
+of the demo world; what the figures are is measured, not tested, beyond bounds a broken path fails."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
+
+
+def test_bf16_rows_against_float32_on_the_demo_model(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_precision", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "precision.json"
+    assert bench.main(["--device", "cpu", "--per-label", "1", "--dtypes", "bfloat16", "--out", str(out)]) == 0
+    rows = {(r["split"], r["dtype"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {(s, d) for s in ("seen", "unseen") for d in ("float32", "bfloat16")}
+    assert rows[("seen", "float32")]["clips"] == 107 and rows[("unseen", "float32")]["clips"] == 13
+    for split in ("seen", "unseen"):
+        exact, half = rows[(split, "float32")], rows[(split, "bfloat16")]
+        assert exact["rel_error_vs_float32"] == 0.0 and exact["top1_agrees_with_float32"] == 1.0
+        assert 0.0 < half["rel_error_vs_float32"] < 2e-2  # bf16 rounds: not zero, and not broken
+        assert half["top1_agrees_with_float32"] >= 0.9
+    assert rows[("seen", "float32")]["top1_accuracy"] > 0.7  # the trained model, far above chance (1/120)
