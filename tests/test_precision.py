@@ -113,7 +113,7 @@ def test_auto_precision_is_what_the_device_runs_natively(monkeypatch, device, na
     """The hardware probes are the boundary here (this machine has one CPU and maybe no GPU)."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0) if native else (7, 5))
     assert auto_precision(torch.device(device)) == expected
 
 

@@ -68,16 +68,12 @@ def pick_device(device: str | None) -> torch.device:
 
 def auto_precision(device: torch.device) -> str:
     """``precision: auto``: the fastest dtype the device runs natively. bf16 on GPUs with bf16 tensor
-    cores and on CPUs with AVX512-BF16 or AMX, whose oneDNN bf16 GEMMs ran the replica path 2.4x as
-    fast as float32 here; fp16 on older GPUs (a T4), which only emulate bf16; float32 on other CPUs,
-    where bf16 is emulated and slower than float32. On the demo model bf16 logits are within 7e-3
-    (relative) of float32's, on a CPU as on an H200 (9e-3)."""
+    cores (compute capability 8 on) and on CPUs with AVX512-BF16 or AMX, whose oneDNN bf16 GEMMs ran
+    the replica path 2.4x as fast as float32 here; fp16 on older GPUs (a T4), which only emulate
+    bf16; float32 on other CPUs, where bf16 is emulated and slower than float32. On the demo model
+    bf16 logits are 6e-3 (relative) from float32's on this CPU (bench/precision.py), 9e-3 on an H200."""
     if device.type == "cuda":
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch before 2.4's keyword
-            native = torch.cuda.get_device_capability(device)[0] >= 8
-        return "bfloat16" if native else "float16"
+        return "bfloat16" if torch.cuda.get_device_capability(device)[0] >= 8 else "float16"
     if device.type == "cpu" and _cpu_has_native_bf16():
         return "bfloat16"
     return "float32"
