@@ -3,17 +3,13 @@ reports show what each path decodes and delivers. Speed itself is measured, not 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "decode.py"
+from tests.benches import load_bench
 
 
 def test_rows_count_decoded_and_delivered_frames(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_decode", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("decode")
     out = tmp_path / "decode.json"
     assert bench.main(["--seconds", "2", "--repeats", "1", "--out", str(out)]) == 0
     rows = {(r["media"], r["path"]): r for r in json.loads(out.read_text())["rows"]}

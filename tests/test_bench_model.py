@@ -3,21 +3,16 @@ rounding), one row per (config, dtype, batch), written as JSON. Speed itself is 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "model.py"
+from tests.benches import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_model", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("model")
 
 
 def test_rows_compare_the_same_weights(bench, tmp_path):

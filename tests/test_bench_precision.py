@@ -3,17 +3,13 @@ of the demo world; what the figures are is measured, not tested, beyond bounds a
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "precision.py"
+from tests.benches import load_bench
 
 
 def test_bf16_rows_against_float32_on_the_demo_model(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_precision", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("precision")
     out = tmp_path / "precision.json"
     assert bench.main(["--device", "cpu", "--per-label", "1", "--dtypes", "bfloat16", "--out", str(out)]) == 0
     rows = {(r["split"], r["dtype"]): r for r in json.loads(out.read_text())["rows"]}
