@@ -23,7 +23,7 @@ meet 1e-2 on them. ``--max-error E`` therefore fails a row whose embedding error
 float32 logits error exceeds E, or whose bf16/fp16 logits error exceeds both E and twice the
 reference's own (at B=1 that error is judged on one video's logits, and two implementations rounding
 at different places differ by that much: fp16 B=1 measured 1.7x where B=64 measured 1.0x).
-Trained weights show what reduced precision costs: ``bench/gpu_check.py``.
+Trained weights show what reduced precision costs: ``bench/precision.py`` (and ``bench/gpu_check.py``).
 
 Prints a table and writes bench/results/model.json (or --out). Defaults: on CUDA the issue's grid
 (B 1, 8, 32, 64; both configs; float32 and bf16); on a CPU base32 at B 1, 4, 8, float32 and, where
