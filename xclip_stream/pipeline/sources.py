@@ -3,10 +3,11 @@
 A source converts to RGB only the frames its consumer keeps: ``keep(time)`` is asked first, with the
 frame's wall-clock time, because the conversion costs about as much as the decode (half as much at
 640x480, more at 720p: ``bench/decode.py``). When the consumer says it keeps frames at least
-``SKIP_NONREF_FRAMES`` frame intervals apart, the decoder also drops the frames no other frame refers to (B-frames, in most encodings) without decoding them. In intra-only streams
-(MJPEG cameras) every packet is a whole frame with its frame's time, so a sampling consumer is asked
-before the decode and only the frames it keeps are decoded at all (a kept frame that fails to decode
-hands its sample to the next frame, as it would had it been decoded first).
+``SKIP_NONREF_FRAMES`` frame intervals apart, the decoder also drops the frames no other frame refers
+to (B-frames, in most encodings) without decoding them. In intra-only streams (MJPEG cameras) every
+packet is a whole frame with its frame's time, so a sampling consumer is asked before the decode and
+only the frames it keeps are decoded at all (a kept frame that fails to decode hands its sample to
+the next frame, as it would had it been decoded first).
 
 Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
 each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
