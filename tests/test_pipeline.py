@@ -220,16 +220,22 @@ def test_consumer_restart_resumes_from_committed_offset(ray_session, tiny_checkp
 
 
 def test_live_source_faster_than_inference_drops_and_stays_bounded(ray_session, slow_checkpoint, clip):
-    # 16 fps sampled in full with a hop of 1: 16 windows/s, more than the slow model scores on one
-    # CPU; the camera must drop its oldest windows, report it, and not fall behind.
-    with MjpegCamera(clip, fps=FPS) as mjpeg:
+    # 32 fps sampled in full with a hop of 1: 32 windows/s, about 3x what the slow model scores in
+    # float32 on one thread of these CPUs (~100 ms a window; bf16 would be ~60 ms, so the test pins
+    # float32 and does not depend on what ``auto`` picks). The camera must drop its oldest windows,
+    # report it, and not fall behind.
+    with MjpegCamera(clip, fps=32) as mjpeg:
         config = pipeline_config(slow_checkpoint, cameras=[{"id": "fast", "url": mjpeg.url,
-                                                            "options": {"sample_fps": 16, "hop": 1,
+                                                            "options": {"sample_fps": 32, "hop": 1,
                                                                         "max_pending_windows": 2}}])
-        config["serve"].update(max_batch_size=1, batch_wait_timeout_s=0.0)
-        config["serve"]["num_cpus"] = 0.25
+        config["serve"].update(max_batch_size=1, batch_wait_timeout_s=0.0, num_cpus=0.25)
+        config["model"]["precision"] = "float32"
         with PipelineThread(config) as run:
-            time.sleep(12)
+            deadline = time.monotonic() + 90  # startup is seconds on an idle machine, more under load
+            while time.monotonic() < deadline and (run.out.getvalue().count('"xclip.window.scores"') < 20
+                                                   or '"xclip.stream.dropped"' not in run.out.getvalue()):
+                time.sleep(0.5)
+            time.sleep(3)  # a few seconds of steady state after the first drop
             run.stop.set()
             run.join()
     lines = run.lines()
