@@ -2,9 +2,9 @@
 
 ``BatchScorer`` takes a batch of windows (uint8, already resized and cropped by their streams) that
 may belong to different label sets, encodes all videos in one call (``encoding.VideoEncoder``: bf16
-weights, torch.compile and CUDA graphs on a GPU), and scores each window against its own
-labels on the encoder's copy, with text features encoded in float32 and cached per label set. Windows are stacked straight into a
-pinned buffer and uploaded as uint8 without blocking.
+weights, torch.compile and CUDA graphs on a GPU), and scores each window against its own labels on the
+encoder's copy, with text features encoded in float32 and cached per label set. Windows are stacked
+straight into a pinned buffer and uploaded as uint8 without blocking.
 """
 
 from __future__ import annotations
