@@ -49,6 +49,28 @@ def test_bf16_autocast_no_worse_than_transformers(pair):
     assert ours_err <= max(1.25 * ref_err, 0.01), (ours_err, ref_err)
 
 
+def test_autocast_keeps_the_residual_streams_float32(pair):
+    """The cause behind the drift the test above bounds: under autocast the projections run in bf16
+    but the towers' residual streams must stay float32, as the reference keeps them. A bf16 stream
+    (the patches' dtype carried into the embeddings and the MIT) doubled our logits' error on CPUs
+    without native bf16 (0.026 against transformers' 0.012), whatever the GEMM kernels."""
+    ours, _, _ = pair
+    v = ours.config.vision_config
+    pixels = torch.rand(v.num_frames, 3, v.image_size, v.image_size)
+    seen = {}
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
+             for name, module in (("embeddings", ours.vision_model.embeddings),
+                                  ("mit_layer", ours.mit.encoder.layers[0]))]
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert ours.vision_model.embeddings.patch_embedding(pixels).dtype == torch.bfloat16  # autocast is on
+            ours.encode_videos(pixels[None])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == {"embeddings": torch.float32, "mit_layer": torch.float32}
+
+
 def test_bf16_weights_run_and_stay_close(pair):
     ours, _, folder = pair
     model = XCLIPModel.from_pretrained(folder, dtype=torch.bfloat16)

@@ -40,9 +40,11 @@ class XCLIPVisionEmbeddings(nn.Module):
         else:
             weight = self.patch_embedding.weight
             patches = self.patch_embedding(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
-        cls = self.class_embedding.to(patches.dtype).expand(n, 1, -1)
-        x = torch.cat([cls, patches], dim=1)  # (n, S, D)
-        return x + self._positions(h, w, interpolate_pos_encoding).to(x.dtype)
+        # The residual stream takes the weights' dtype, not the patches': float32 under autocast (as
+        # the reference keeps it; a bf16 stream there doubles the drift of the logits), bf16 on a cast copy.
+        dtype = self.class_embedding.dtype
+        x = torch.cat([self.class_embedding.expand(n, 1, -1), patches.to(dtype)], dim=1)  # (n, S, D)
+        return x + self._positions(h, w, interpolate_pos_encoding)
 
     def _patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The patch embedding (a conv with kernel = stride = patch) as one matmul over flattened

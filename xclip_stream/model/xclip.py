@@ -29,8 +29,10 @@ class XCLIPMultiframeIntegrationTransformer(nn.Module):
         self.encoder = Encoder(config)
 
     def forward(self, frames: torch.Tensor) -> BaseModelOutputWithPooling:
-        """frames: (B, T, P)."""
-        x = self.encoder(frames + self.position_embedding.to(frames.dtype)) + frames  # residual skips positions
+        """frames: (B, T, P). The residual stream takes the weights' dtype: float32 under autocast
+        (bf16 projections, as the reference keeps it), bf16 on a cast copy."""
+        frames = frames.to(self.position_embedding.dtype)
+        x = self.encoder(frames + self.position_embedding) + frames  # residual skips positions
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=x.mean(dim=1))
 
 
