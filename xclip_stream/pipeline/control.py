@@ -279,7 +279,7 @@ class ControlPlane:
                     self._check_camera(message["camera"])
                 config = apply_control(config, message)
                 kept.record(message)
-            except (Refused, PolicyError, ConfigError) as e:
+            except (Refused, PolicyError, ConfigError, AttributeError, TypeError, KeyError) as e:
                 log.warning("control-topic change %s dropped: it no longer applies: %s", message["op"],
                             redact_urls_in(str(e)))
         self.overlay = kept
