@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from ..schemas.config import ConfigError, ControlConfig, PipelineConfig, parse_config
 from .control_auth import AuthError, Authenticator
 from .policy import PolicyError, SourcePolicy, resolve_host
-from .redact import redact_text, redact_urls_in
+from .redact import redact_exception, redact_text, redact_urls_in
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,8 @@ class ControlPlane:
         except (Refused, AuthError, PolicyError, ConfigError) as e:
             reason = str(e)
         except Exception as e:  # noqa: BLE001 - a record must never stop the control loop
-            log.exception("control record handling failed unexpectedly")
+            # Redacted, without the traceback: a chained exception's text could quote a camera URL.
+            log.error("control record handling failed unexpectedly: %s", redact_exception(e))
             reason = f"internal error ({type(e).__name__})"
         if isinstance(url, str) and url:
             reason = redact_text(reason, url)
