@@ -214,6 +214,10 @@ def test_refusal_reasons_never_carry_credentials():
     out = p.handle(signed({"op": "add_camera", "camera": {"id": "x", "url": "rtsp://u:hunter2@cam.example/",
                                                           "labels": "nope"}}))
     assert not out.applied and "hunter2" not in out.reason and "nope" in out.reason
+    for message in ({"op": "rtsp://admin:hunter2@h/x"}, {"op": "reset", "http://u:hunter2@h/": 1},
+                    {"op": "remove_camera", "id": "http://h/?token=hunter2"}):
+        out = p.handle(signed(message))  # text quoted back from the message is redacted too
+        assert not out.applied and "hunter2" not in out.reason and "***" in out.reason, out.reason
 
 
 def test_a_reloaded_file_keeps_the_control_topics_changes_on_top_and_says_so(caplog):
