@@ -8,7 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from xclip_stream.pipeline.control import apply_control, parse_control
+from xclip_stream.pipeline.control import Refused, apply_control, parse_control
 from xclip_stream.pipeline.events import EventBuilder, Scored, encode_event, event_json, labelset_id
 from xclip_stream.schemas import export
 from xclip_stream.schemas.config import ConfigError, LabelSet, Thresholds, load_config, parse_config
@@ -113,7 +113,7 @@ def test_control_messages_add_relabel_remove_and_refuse_bad_ones():
     config = parse_config({"model": {"path": "m"}, "labels": {"labels": ["a", "b"]},
                            "label_sets": {"night": {"labels": ["c"]}},
                            "cameras": [{"id": "c1", "url": "x.mp4"}]})
-    config = apply_control(config, parse_control(b'{"op": "add_camera", "camera": {"id": "c2", "url": "rtsp://h/s"}}'))
+    config = apply_control(config, parse_control({"op": "add_camera", "camera": {"id": "c2", "url": "rtsp://h/s"}}))
     assert [c.id for c in config.cameras] == ["c1", "c2"]
     config = apply_control(config, {"op": "set_labels", "id": "c2", "labels": "night"})
     assert config.label_set(config.cameras[1].labels).labels == ["c"]
@@ -123,10 +123,8 @@ def test_control_messages_add_relabel_remove_and_refuse_bad_ones():
         apply_control(config, {"op": "remove_camera", "id": "zz"})
     with pytest.raises(ConfigError, match="names label set 'day'"):
         apply_control(config, {"op": "set_labels", "id": "c2", "labels": "day"})
-    with pytest.raises(ConfigError, match="not JSON"):
-        parse_control(b"\xff{")
-    with pytest.raises(ConfigError, match="needs an 'op'"):
-        parse_control(b'{"op": "reboot"}')
+    with pytest.raises(Refused, match="unknown op 'reboot'"):
+        parse_control({"op": "reboot"})
 
 
 def test_example_configuration_is_valid_including_yaml_on_off_keys():

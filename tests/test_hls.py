@@ -28,3 +28,21 @@ def test_hls_playlist_missing_is_a_clear_error(tmp_path):
         source = VideoSource("hls-cam", url, reconnect=False, open_timeout=5)
         with pytest.raises(Exception, match="hls-cam"):
             list(source.frames())
+
+
+def test_a_remote_playlist_cannot_make_ffmpeg_read_local_files(tmp_path):
+    """The source policy lets the control topic add http(s) cameras, which may be HLS: a hostile
+    playlist listing file: segments must not turn one into a file reader (FFmpeg's hls demuxer
+    refuses them; this guards that across FFmpeg upgrades)."""
+    import re
+
+    video = write_index_video(tmp_path / "clip.mp4", 32, fps=16)
+    with HlsCamera(video) as camera:
+        playlist = camera._folder / "index.m3u8"
+        text = re.sub(r"^(?!#)(\S+)$", lambda m: f"file://{camera._folder / m.group(1)}",
+                      playlist.read_text(), flags=re.M)
+        assert "file:///" in text
+        playlist.write_text(text)
+        source = VideoSource("hls-cam", camera.url, reconnect=False, open_timeout=5)
+        with pytest.raises(Exception, match="hls-cam.*cannot open"):
+            list(source.frames())

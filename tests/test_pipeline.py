@@ -14,6 +14,7 @@ import ray
 from tests.media import write_index_video
 from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
 from xclip_stream.actors.runner import init_ray
+from xclip_stream.pipeline.control_auth import sign
 from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.sinks import KafkaSink
 from xclip_stream.schemas import export
@@ -248,8 +249,8 @@ def test_live_source_faster_than_inference_drops_and_stays_bounded(ray_session, 
     assert latencies[-1] < 3000, latencies[-5:]  # bounded: no growing backlog
 
 
-def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_checkpoint, clip, kafka_bootstrap,
-                                                             kafka_topic):
+def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_checkpoint, clip, rtsp_camera,
+                                                             kafka_bootstrap, kafka_topic, monkeypatch):
     events_topic, control_topic = f"{kafka_topic}-events", f"{kafka_topic}-control"
     from xclip_stream.services.tansu import create_topics
 
@@ -257,30 +258,44 @@ def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_ch
     config = pipeline_config(tiny_checkpoint, cameras=[{"id": "gate", "url": str(clip), "loop": True}],
                              kafka={"bootstrap": kafka_bootstrap, "events_topic": events_topic,
                                     "control_topic": control_topic},
-                             label_sets={"vehicles": {"labels": ["a car", "a truck"]}})
+                             label_sets={"vehicles": {"labels": ["a car", "a truck"]}},
+                             control={"secret_env": "XCLIP_TEST_CONTROL_SECRET",
+                                      "source_policy": {"hosts": ["127.0.0.1/32"]}})
+    secret = "pipeline-control-test-secret"
+    monkeypatch.setenv("XCLIP_TEST_CONTROL_SECRET", secret)
     reader = TopicReader(kafka_bootstrap, events_topic)
     control = KafkaSink(kafka_bootstrap, client_id="test-operator")
 
     def send(message):
-        control.send(control_topic, "op", json.dumps(message).encode(), []).get(timeout=10)
+        control.send(control_topic, "op", sign(message, secret.encode()), []).get(timeout=10)
 
     with PipelineThread(config):
         reader.read_until(lambda ev: len(by_camera(ev).get("gate", [])) >= 1, what="the first camera")
-        send({"op": "add_camera", "camera": {"id": "yard", "url": str(clip), "loop": True}})
+        send({"op": "add_camera", "camera": {"id": "yard", "url": rtsp_camera.url}})  # files: config only
         reader.read_until(lambda ev: len(by_camera(ev).get("yard", [])) >= 1, what="the added camera")
         send({"op": "set_labels", "id": "gate", "labels": "vehicles"})
         reader.read_until(lambda ev: any(set(w["scores"]) == {"a car", "a truck"}
                                          for w in by_camera(ev).get("gate", [])), what="the new labels")
         send({"op": "remove_camera", "id": "yard"})
         send({"op": "set_labels", "id": "nobody", "labels": ["x"]})  # refused, nothing else changes
+        control.send(control_topic, "op", json.dumps({"op": "remove_camera", "id": "gate"}).encode(), [])  # unsigned
         time.sleep(3)
         removed_at = len(reader.values())
         reader.read_until(lambda ev: len(ev) > removed_at + 4, what="more events")
         later = reader.values()[removed_at + 2:]  # allow the last in-flight windows of "yard"
     control.close()
     reader.close()
-    assert not [e for e in later if e["camera_id"] == "yard" and e["event_type"] == "xclip.window.scores"]
-    assert any(e["camera_id"] == "gate" for e in later)
+    removed = next(e for e in reader.values() if e["event_type"] == "xclip.control.applied"
+                   and e["op"] == "remove_camera")
+    assert not [e for e in reader.values() if e["camera_id"] == "yard" and e["event_type"] == "xclip.window.scores"
+                and e["start_time"] > removed["time"] + 1.0]  # a live camera: nothing framed after its removal
+    assert any(e["camera_id"] == "gate" for e in later)  # the unsigned removal was refused
+    control_events = sorted((e for e in reader.values() if e["event_type"].startswith("xclip.control.")),
+                            key=lambda e: e["offset"])  # the events topic's partitions interleave them
+    outcomes = [(e["event_type"], e["op"]) for e in control_events]
+    assert outcomes == [("xclip.control.applied", "add_camera"), ("xclip.control.applied", "set_labels"),
+                        ("xclip.control.applied", "remove_camera"), ("xclip.control.refused", "set_labels"),
+                        ("xclip.control.refused", "")]
     gate = by_camera(reader.values())["gate"]
     assert [w["window_index"] for w in gate] == list(range(len(gate)))  # relabelled in place, no restart
 

@@ -116,6 +116,7 @@ def wait_for(condition, timeout: float = 10.0) -> None:
          "https://h/s?Password=***;api_key=***&pwd=***&passwd=***&secret=***&auth=***&sig=***&credentials=***"
          "&keep=no"),
         ("http://cam/mjpg?fps=10&resolution=640x480", "http://cam/mjpg?fps=10&resolution=640x480"),
+        ("rtsp://h/s?pw=1&auth=2&PASS=3&AuthToken=4&user=me", "rtsp://h/s?pw=***&auth=***&PASS=***&AuthToken=***&user=me"),
         ("/videos/a@b:c.mp4", "/videos/a@b:c.mp4"),
         ("C:\\videos\\a.mp4", "C:\\videos\\a.mp4"),
         ("file:///tmp/x.mp4", "file:///tmp/x.mp4"),
@@ -123,6 +124,18 @@ def wait_for(condition, timeout: float = 10.0) -> None:
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+def test_redaction_in_exceptions_and_control_log_lines() -> None:
+    from xclip_stream.pipeline.redact import redact_exception, redact_urls_in
+
+    line = "refused {'url': 'rtsp://admin:hunter2@10.0.0.5/s?pw=swordfish&fps=5'} and http://u:p4ss@h/x."
+    redacted = redact_urls_in(line)
+    assert "hunter2" not in redacted and "swordfish" not in redacted and "p4ss" not in redacted
+    assert "rtsp://***@10.0.0.5/s?pw=***&fps=5'" in redacted and "http://***@h/x." in redacted
+    error = OSError("could not open rtsps://cam:s3cret@cam.local/live?token=t0k (Connection refused)")
+    text = redact_exception(error)
+    assert text.startswith("OSError: ") and "s3cret" not in text and "t0k" not in text and "refused" in text
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ from typing import TextIO
 import ray
 from ray import serve
 
-from ..pipeline.control import apply_control, parse_control
+from ..pipeline.control import ControlPlane
+from ..pipeline.control_auth import AuthError, read_secret
+from ..pipeline.control_topic import ControlTopic, make_control_consumer
 from ..pipeline.scoring import ModelInfo
 from ..schemas.config import ConfigError, PipelineConfig, load_config
 from .output import SinkSpec
@@ -50,7 +52,8 @@ def init_ray(address: str | None = None, log_to_driver: bool = False) -> bool:
 
 
 class ConfigWatcher:
-    """Reloads the configuration file when it changes; a bad edit is logged and ignored."""
+    """Reloads the configuration file when it changes; a bad edit is logged and ignored. With a
+    control topic, the reloaded file is the base its changes are re-applied on (ControlPlane.reload)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -71,37 +74,25 @@ class ConfigWatcher:
             return None
 
 
-class ControlTopic:
-    """Reads control messages (see pipeline.control) from a Kafka topic, from its end: changes made
-    before this run started are already in the configuration it was given. No consumer group: every
-    running pipeline sees every message, and there is no group join to wait for."""
+def open_control_topic(config: PipelineConfig) -> ControlTopic:
+    """The control topic of ``config`` (kafka.control_topic set), ready to ``start``. Refuses to start
+    (ConfigError) when its secret cannot be read: an unauthenticated control topic is an open door."""
+    from ..pipeline.sinks import KafkaSink
+    from ..services.tansu import create_topics
 
-    def __init__(self, bootstrap: str, topic: str):
-        from kafka import KafkaConsumer, TopicPartition
-
-        from ..services.tansu import create_topics
-
-        create_topics(bootstrap, {topic: 1})
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        partitions = self.consumer.partitions_for_topic(topic) or {0}
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(assigned)
-        self.consumer.seek_to_end()
-        for tp in assigned:
-            self.consumer.position(tp)  # resolve "end" now, before any message can be missed
-
-    def poll(self) -> list[dict]:
-        messages = []
-        for records in self.consumer.poll(timeout_ms=50).values():
-            for record in records:
-                try:
-                    messages.append(parse_control(record.value))
-                except ConfigError as e:
-                    log.error("control message at offset %d refused: %s", record.offset, e)
-        return messages
-
-    def close(self) -> None:
-        self.consumer.close()
+    assert config.kafka and config.kafka.control_topic and config.control
+    settings, topic = config.control, config.kafka.control_topic
+    try:
+        secret = read_secret(settings.secret_file, settings.secret_env)
+    except AuthError as e:
+        raise ConfigError(f"control topic {topic}: {e}") from None
+    state_topic = settings.state_topic or f"{topic}.state"
+    create_topics(config.kafka.bootstrap, {topic: 1, state_topic: 1})
+    consumer = make_control_consumer(config.kafka.bootstrap)
+    sink = KafkaSink(config.kafka.bootstrap, client_id="xclip-stream-control")
+    plane = ControlPlane(config, settings, secret)
+    return ControlTopic(consumer, sink, plane, secret, topic, state_topic, settings.instance,
+                        config.kafka.events_topic)
 
 
 def run_pipeline(
@@ -126,7 +117,8 @@ def run_pipeline(
 
             create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1})
             if config.kafka.control_topic:
-                control = ControlTopic(config.kafka.bootstrap, config.kafka.control_topic)
+                control = open_control_topic(config)
+                config = control.start()  # the control topic's changes, kept across restarts
         deployed = True  # from here on, a half-made deployment is removed too
         deploy(config.model, config.serve)
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
@@ -144,11 +136,10 @@ def run_pipeline(
                 next_health = time.monotonic() + HEALTH_LOG_INTERVAL_S
             _write(out, supervisor.take_output())
             new = watcher.changed() if watcher else None
-            for message in control.poll() if control else []:
-                try:
-                    new = apply_control(new or supervisor.config, message)
-                except ConfigError as e:
-                    log.error("control message refused: %s", e)
+            if control:
+                # The file is the base and the control topic's changes an overlay on it: they win.
+                new = control.plane.reload(new) if new is not None else None
+                new = control.poll() or new
             if new is not None:
                 supervisor.apply(new)
         supervisor.stop()

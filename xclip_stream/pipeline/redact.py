@@ -14,8 +14,11 @@ MASK = "***"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+")  # two characters at least: "C:\..." is a path
 # Substrings, so "access_token", "X-Amz-Signature", "apiKey", "passphrase" are caught too; redacting
 # a harmless parameter by mistake costs nothing, leaking a secret does.
-_SECRET_NAME = re.compile(r"pass|pwd|token|key|secret|auth|sig|credential", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"pass|pw|token|key|secret|auth|sig|credential", re.IGNORECASE)
 _QUERY_PARAM = re.compile(r"(^|[&;])([^=&;]*)=([^&;]*)")
+# A URL inside free text (a log line, an exception, a quoted control message): up to whitespace,
+# a quote or a bracket that closes the surrounding text.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://[^\s'\"<>`]+")
 
 
 def _split(url: str) -> tuple[str, str, str, str] | None:
@@ -82,3 +85,14 @@ def redact_text(text: str, url: str) -> str:
         if len(secret) >= 2 or secret == userinfo:  # masking "a" everywhere would garble the message
             text = text.replace(secret, MASK)
     return text
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` with every URL it contains redacted (userinfo and secret query values): for text
+    that quotes URLs nobody listed in advance, such as a refused control message."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def redact_exception(error: BaseException) -> str:
+    """``type: message`` of an exception with every URL in it redacted (safe to log or publish)."""
+    return f"{type(error).__name__}: {redact_urls_in(str(error))}"

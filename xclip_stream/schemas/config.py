@@ -106,6 +106,51 @@ class KafkaConfig(_Strict):
     session_timeout_ms: int = Field(10000, ge=1000)
 
 
+class SourcePolicyConfig(_Strict):
+    """Which camera URLs the control topic may add (see pipeline.policy). Files and devices never:
+    they come only from this file."""
+
+    schemes: list[Literal["rtsp", "rtsps", "http", "https"]] = Field(["rtsp", "rtsps", "http", "https"],
+                                                                     min_length=1)
+    hosts: list[str] | None = None  # names ("cam1.site", "*.cams.site") and CIDRs; None: any not denied
+    resolve: bool = True  # resolve names: refuse one that points at a denied (e.g. metadata) address
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str] | None) -> list[str] | None:
+        import ipaddress
+        import re
+
+        for host in hosts or []:
+            try:
+                ipaddress.ip_network(host, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
+                    raise ValueError(f"{host!r} is neither a host name, a '*.suffix' nor a CIDR") from None
+        return hosts
+
+
+class ControlConfig(_Strict):
+    """The control topic is remote configuration: its messages are HMAC-signed with a shared secret
+    (read from ``secret_file`` or the environment variable ``secret_env``, never written here), at
+    most ``max_age_s`` old, and the cameras they add follow ``source_policy``. Accepted changes are
+    kept in ``state_topic`` (default: the control topic's name + ".state") under ``instance``."""
+
+    secret_file: str | None = None
+    secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_age_s: float = Field(600.0, gt=0, le=7 * 86400)  # also how long a pipeline may be down without losing changes
+    max_message_bytes: int = Field(65536, ge=1024, le=1 << 20)
+    state_topic: str | None = Field(None, min_length=1)
+    instance: str = Field("xclip-stream", min_length=1, max_length=200)  # one per pipeline sharing the topic
+    source_policy: SourcePolicyConfig = SourcePolicyConfig()
+
+    @model_validator(mode="after")
+    def _one_secret(self):
+        if (self.secret_file is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret_file or secret_env (the HMAC secret of control messages)")
+        return self
+
+
 class AutoscalingConfig(_Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, ge=1)
@@ -150,6 +195,7 @@ class PipelineConfig(_Strict):
     labels: LabelSet | None = None  # the default label set of cameras that name none
     cameras: list[CameraConfig] = []
     max_windows: int | None = Field(None, ge=1)  # each camera stops after this many windows
+    control: ControlConfig | None = None  # required with kafka.control_topic
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -159,6 +205,9 @@ class PipelineConfig(_Strict):
             raise ValueError(f"duplicate camera ids: {', '.join(dupes)}")
         if not self.cameras and not (self.kafka and self.kafka.frames):
             raise ValueError("no sources: give at least one camera or a kafka.frames topic")
+        if self.kafka and self.kafka.control_topic and self.control is None:
+            raise ValueError("kafka.control_topic needs a 'control' section with secret_file or secret_env: "
+                             "control messages are remote configuration and must be signed")
         for where, labels in self._label_refs():
             if labels is None and self.labels is None:
                 raise ValueError(f"{where} has no labels and there is no top-level 'labels' default")

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from .activity import ActivityEvent
 from .config import PipelineConfig
+from .control import CONTROL_OUTCOMES, ControlEvent
 from .events import STREAM_STATES, ScoreEvent, StreamEvent
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
@@ -23,11 +24,13 @@ EVENT_TYPES = {  # the ``event_type`` field each published JSON carries (also it
     "score_event": ["xclip.window.scores"],
     "activity_event": ["xclip.activity.start", "xclip.activity.continue", "xclip.activity.end"],
     "stream_event": [f"xclip.stream.{state}" for state in STREAM_STATES],
+    "control_event": [f"xclip.control.{outcome}" for outcome in CONTROL_OUTCOMES],
 }
 TYPES = {
     "score_event": ScoreEvent,
     "activity_event": ActivityEvent,
     "stream_event": StreamEvent,
+    "control_event": ControlEvent,
     "pipeline_config": PipelineConfig,
 }
 
