@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -17,7 +18,8 @@ import ray
 from ray import serve
 
 from ..pipeline.control import apply_control, parse_control
-from ..pipeline.scoring import ModelInfo
+from ..pipeline.model_check import LabelChecker
+from ..pipeline.scoring import ModelInfo, resolve_model_path
 from ..schemas.config import ConfigError, PipelineConfig, load_config
 from .output import SinkSpec
 from .replica import APP_NAME, deploy
@@ -50,10 +52,12 @@ def init_ray(address: str | None = None, log_to_driver: bool = False) -> bool:
 
 
 class ConfigWatcher:
-    """Reloads the configuration file when it changes; a bad edit is logged and ignored."""
+    """Reloads the configuration file when it changes; a bad edit (or one ``check`` refuses: label
+    sets the model cannot score) is logged and ignored."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check: Callable[[PipelineConfig], None] | None = None):
         self.path = path
+        self.check = check
         self.mtime = path.stat().st_mtime_ns
 
     def changed(self) -> PipelineConfig | None:
@@ -65,7 +69,10 @@ class ConfigWatcher:
             return None
         self.mtime = mtime
         try:
-            return load_config(self.path)
+            config = load_config(self.path)
+            if self.check is not None:
+                self.check(config)
+            return config
         except ConfigError as e:
             log.error("configuration change refused, keeping the running one:\n%s", e)
             return None
@@ -114,13 +121,16 @@ def run_pipeline(
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
+    # A model that cannot work is refused before Ray, the replicas or any camera start (exit 2).
+    model = ModelInfo.read(config.model.path)
+    labels = LabelChecker.load(resolve_model_path(config.model.path), config.serve.max_labels)
+    labels.check_config(config)
     started_ray = init_ray(ray_address, log_to_driver)
     previous = _install_signal_handlers(stop)
     supervisor = None
     control = None
     deployed = False
     try:
-        model = ModelInfo.read(config.model.path)
         if config.kafka:
             from ..services.tansu import create_topics
 
@@ -134,7 +144,7 @@ def run_pipeline(
                         config.kafka.dead_letter_topic if config.kafka else "")
         supervisor = Supervisor(config, model, sink, config.max_windows)
         supervisor.start()
-        watcher = ConfigWatcher(config_path) if config_path else None
+        watcher = ConfigWatcher(config_path, labels.check_config) if config_path else None
         next_health = time.monotonic() + HEALTH_LOG_INTERVAL_S
         while not stop.is_set() and not supervisor.done:
             supervisor.poll(0.5)
@@ -146,7 +156,9 @@ def run_pipeline(
             new = watcher.changed() if watcher else None
             for message in control.poll() if control else []:
                 try:
-                    new = apply_control(new or supervisor.config, message)
+                    candidate = apply_control(new or supervisor.config, message)
+                    labels.check_config(candidate)
+                    new = candidate
                 except ConfigError as e:
                     log.error("control message refused: %s", e)
             if new is not None:
