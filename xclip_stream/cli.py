@@ -227,6 +227,11 @@ def run(args: argparse.Namespace) -> int:
     for key, health in sorted(finished.items()):
         keep = {k: v for k, v in (health or {}).items() if k != "latency_ms"}
         print(f"xclip-stream run: {key}: {json.dumps(keep)}", file=sys.stderr)
+    failed = sum(int((health or {}).get("windows_failed", 0)) for health in finished.values())
+    if failed:  # each has its xclip.window.failed event; the exit status tells a script too
+        print(f"xclip-stream run: error: {failed} window(s) could not be scored (see the xclip.window.failed "
+              "events)", file=sys.stderr)
+        return 1
     return 0
 
 
