@@ -10,7 +10,7 @@ import time
 
 from tests.media import write_index_video
 from xclip_stream.actors.runner import ConfigWatcher
-from xclip_stream.cli import main
+from xclip_stream.cli import main, run_summary
 
 CMD = [sys.executable, "-m", "xclip_stream.cli"]
 
@@ -95,3 +95,26 @@ def test_run_refuses_label_sets_the_model_cannot_encode_at_start_up(tmp_path, ti
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "label_sets.many: 4 labels, more than serve.max_labels (3)" in proc.stderr
     assert "camera 'c1': label 'walk walk" in proc.stderr and "tokens, over the model's 75" in proc.stderr
+
+
+def test_run_exits_1_when_any_window_could_not_be_scored(capsys):
+    ok = {"camera:a": {"windows_scored": 3, "windows_failed": 0, "latency_ms": [1.0]}}
+    assert run_summary(ok) == 0
+    assert run_summary({**ok, "camera:b": {"windows_scored": 1, "windows_failed": 2}}) == 1
+    err = capsys.readouterr().err
+    assert '"windows_failed": 2' in err and "error: 2 window(s) could not be scored" in err
+
+
+def test_a_reload_with_a_label_set_the_model_cannot_encode_is_refused(tmp_path, tiny_checkpoint, caplog):
+    from xclip_stream.pipeline.model_check import LabelChecker
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"model: {{path: {tiny_checkpoint}}}\nlabels: {{labels: [a]}}\ncameras: [{{id: c1, url: x}}]\n")
+    watcher = ConfigWatcher(path, LabelChecker.load(tiny_checkpoint, max_labels=2).check_config)
+    path.write_text(f"model: {{path: {tiny_checkpoint}}}\nlabels: {{labels: [a, b, c]}}\ncameras: [{{id: c1, url: x}}]\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert watcher.changed() is None
+    assert "configuration change refused" in caplog.text and "3 labels, more than serve.max_labels (2)" in caplog.text
+    path.write_text(f"model: {{path: {tiny_checkpoint}}}\nlabels: {{labels: [a, b]}}\ncameras: [{{id: c1, url: x}}]\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    assert watcher.changed().labels.labels == ["a", "b"]
