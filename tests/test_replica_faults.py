@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 import ray
-
 from ray.exceptions import GetTimeoutError
 
 from xclip_stream.actors.replica import XCLIPReplica, deploy, replica_options

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from ..schemas.activity import ActivityEvent, LabelThresholds
 from ..schemas.config import LabelSet, Thresholds
-from ..schemas.events import MAX_REASON_CHARS, ScoreEvent, StreamEvent, StreamStats, WindowFailed, make_event_id
+from ..schemas.events import (
+    MAX_REASON_CHARS,
+    ScoreEvent,
+    StreamEvent,
+    StreamStats,
+    WindowFailed,
+    make_event_id,
+)
 from ..schemas.windows import FrameWindow
 
 CE_SOURCE_PREFIX = "/xclip-stream/cameras/"
