@@ -99,7 +99,9 @@ class ScoringLoop:
     async def _finish_head(self) -> None:
         head = self._in_flight[0]
         try:
-            remaining = max(0.0, head.sent + self.request_timeout_s - time.monotonic())
+            # A call past its deadline when it reaches the head (it waited behind a retried one)
+            # still gets a moment: its answer may already be there.
+            remaining = max(min(1.0, self.request_timeout_s), head.sent + self.request_timeout_s - time.monotonic())
             logits = await asyncio.wait_for(_awaitable(head.response), remaining)
         except TimeoutError:
             self.stats.timeouts += 1
