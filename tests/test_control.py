@@ -9,7 +9,7 @@ import random
 import pytest
 
 from xclip_stream.pipeline.control import MAX_DEPTH, ControlPlane, Overlay
-from xclip_stream.pipeline.control_auth import AuthError, Authenticator, read_secret, sign
+from xclip_stream.pipeline.control_auth import Authenticator, AuthError, read_secret, sign
 from xclip_stream.pipeline.policy import PolicyError, SourcePolicy
 from xclip_stream.schemas.config import ConfigError, parse_config
 

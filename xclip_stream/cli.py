@@ -224,9 +224,20 @@ def run(args: argparse.Namespace) -> int:
                                 ray_address=args.ray_address, log_to_driver=args.verbose)
     finally:
         events_out.close()
+    return run_summary(finished)
+
+
+def run_summary(finished: dict[str, dict]) -> int:
+    """Print each source's final health; the exit status: 1 when any window could not be scored
+    (each has its xclip.window.failed event, but a script reads the status)."""
     for key, health in sorted(finished.items()):
         keep = {k: v for k, v in (health or {}).items() if k != "latency_ms"}
         print(f"xclip-stream run: {key}: {json.dumps(keep)}", file=sys.stderr)
+    failed = sum(int((health or {}).get("windows_failed", 0)) for health in finished.values())
+    if failed:
+        print(f"xclip-stream run: error: {failed} window(s) could not be scored (see the xclip.window.failed "
+              "events)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -36,12 +36,13 @@ DROP_REPORT_INTERVAL_S = 5.0
 @ray.remote(num_cpus=0.1, max_restarts=0)
 class CameraActor:
     def __init__(self, camera: dict, labels: dict, options: dict, model: ModelInfo, sink: SinkSpec,
-                 max_windows: int | None = None):
+                 max_windows: int | None = None, request_timeout_s: float = 60.0):
         self.camera = CameraConfig.model_validate(camera)
         self.options = StreamOptions.model_validate(options)
         self.model = model
         self.sink_spec = sink
         self.max_windows = max_windows
+        self.request_timeout_s = request_timeout_s
         self.source_name = redact_url(self.camera.url)
         self.builder = EventBuilder(self.camera.id, model.name, LabelSet.model_validate(labels),
                                     self.options.continue_every)
@@ -63,7 +64,9 @@ class CameraActor:
     # -- control (called by the supervisor) ---------------------------------------------------
     async def run(self) -> dict:
         """Stream until the source ends (a file), ``max_windows`` or ``stop()``; returns final stats."""
-        self.loop = ScoringLoop(get_handle(), self.pending, lambda _: self.builder, self._publish)
+        self.loop = ScoringLoop(get_handle(), self.pending, lambda _: self.builder, self._publish,
+                                request_timeout_s=self.request_timeout_s,
+                                redact=lambda text: redact_text(text, self.camera.url))
         decoder = threading.Thread(target=self._decode, name=f"decode-{self.camera.id}", daemon=True)
         decoder.start()
         await self.loop.run()
@@ -89,6 +92,8 @@ class CameraActor:
             "frames_decoded": s.frames_decoded, "frames_sampled": s.frames_kept,
             "windows_emitted": self.windows, "windows_scored": self.loop.stats.scored if self.loop else 0,
             "windows_dropped": self.pending.dropped, "pending": len(self.pending),
+            "windows_failed": self.loop.stats.failed if self.loop else 0,
+            "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
             "reconnects": s.reconnects, "gaps": self.gaps, "last_error": s.last_error or self.error,
             "latency_ms": list(self.loop.stats.latencies_ms)[-50:] if self.loop else [],
         }
@@ -136,7 +141,7 @@ class CameraActor:
     def _stream_event(self, state: str, reason: str, gap=None):
         h = self._health()
         stats = StreamStats(h["frames_decoded"], h["frames_sampled"], h["windows_emitted"], h["windows_scored"],
-                            h["windows_dropped"], h["reconnects"], h["gaps"], 0)
+                            h["windows_dropped"], h["reconnects"], h["gaps"], 0, h["windows_failed"])
         return self.builder.stream_event(state, self.source_name, reason, stats, gap)
 
     def _publish(self, window, events: list) -> None:

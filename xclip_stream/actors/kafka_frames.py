@@ -5,7 +5,8 @@
 
 At-least-once: every consumed record is tracked in an ``OffsetTracker``. A record is done when it
 was sampled out, or dead-lettered and that was acknowledged, or when it has left its camera's
-window ring and every window containing it had all its events acknowledged. Only offsets below
+window ring and every window containing it had all its events (or, for a window the model could
+not score, its ``xclip.window.failed`` event) acknowledged. Only offsets below
 the oldest unfinished record are committed, so a restarted member re-reads whatever was not
 fully published (consumers drop the repeats by event id). Topics never drop: a full queue blocks
 the poll thread, which slows consumption instead.
@@ -42,13 +43,14 @@ COMMIT_INTERVAL_S = 1.0
 @ray.remote(num_cpus=0.1, max_restarts=0)
 class KafkaFramesActor:
     def __init__(self, frames: dict, labels: dict, options: dict, model: ModelInfo, sink: SinkSpec,
-                 session_timeout_ms: int = 10000, member: int = 0):
+                 session_timeout_ms: int = 10000, member: int = 0, request_timeout_s: float = 60.0):
         self.spec = KafkaFrames.model_validate(frames)
         self.labels = LabelSet.model_validate(labels)
         self.options = StreamOptions.model_validate(options)
         self.model = model
         self.sink_spec = sink
         self.session_timeout_ms = session_timeout_ms
+        self.request_timeout_s = request_timeout_s
         self.name = f"{self.spec.topic}#{member}"
         self.sink, self.lines = make_sink(sink, client_id=f"xclip-stream-frames-{member}")
         self.preprocess = frame_preprocessor(model)
@@ -70,7 +72,7 @@ class KafkaFramesActor:
         import asyncio
 
         self.loop = ScoringLoop(get_handle(), self.pending, self._builder, self._publish,
-                                source_seqs=self._source_seqs)
+                                source_seqs=self._source_seqs, request_timeout_s=self.request_timeout_s)
         poller = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
         poller.start()
         await self.loop.run()
@@ -96,6 +98,8 @@ class KafkaFramesActor:
             outstanding = self.tracker.outstanding()
         return {"source": self.name, **self.stats, "outstanding": outstanding,
                 "windows_scored": self.loop.stats.scored if self.loop else 0, "pending": len(self.pending),
+                "windows_failed": self.loop.stats.failed if self.loop else 0,
+                "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
                 "cameras": sorted(self.stages), "last_error": self.error}
 
     async def take_output(self) -> list[str]:

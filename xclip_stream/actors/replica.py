@@ -4,6 +4,11 @@ Streams call ``score(frames, labels)`` one window at a time; ``@serve.batch`` ga
 calls from all streams into one batch (up to ``max_batch_size``, waiting at most
 ``batch_wait_timeout_s``). The forward pass runs in a worker thread so the replica's event loop
 keeps answering health checks and queueing the next batch.
+
+A batch mixes cameras, so one camera's bad window or label set must not fail the others': the
+scorer refuses such a window alone and narrows a failed batch down to its culprit
+(``BatchScorer.score_each``); the culprit's call raises ``ModelMismatch`` with the reason. The
+health check fails when the replica holds work but completes no batch for ``stall_timeout_s``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import numpy as np
 import ray
 from ray import serve
 
-from ..pipeline.scoring import BatchScorer
+from ..pipeline.model_check import ModelMismatch
+from ..pipeline.scoring import BatchScorer, WindowRefused
+from ..pipeline.stall import StallWatch
 from ..schemas.config import ModelConfig, ServeConfig
 
 APP_NAME = "xclip-stream"
@@ -23,38 +30,54 @@ DEPLOYMENT_NAME = "XCLIPReplica"
 
 class XCLIPReplica:
     def __init__(self, model: dict, max_batch_size: int, batch_wait_timeout_s: float,
-                 torch_threads: int | None = None):
+                 torch_threads: int | None = None, max_labels: int = 1000, stall_timeout_s: float = 120.0):
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
         config = ModelConfig.model_validate(model)
         self.scorer = BatchScorer.load(config.path, device=config.device, precision=config.precision,
-                                       compile=config.compile, cuda_graphs=config.cuda_graphs)
+                                       compile=config.compile, cuda_graphs=config.cuda_graphs,
+                                       max_labels=max_labels)
         self.scorer.encoder.warm_up(max_batch_size)  # compile and capture now, not on live windows
         self.score_batch.set_max_batch_size(max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.batches = 0
+        self.watch = StallWatch(stall_timeout_s)
 
     async def score(self, frames: np.ndarray, labels: tuple[str, ...]) -> list[float]:
-        """One window (T, 3, S, S) uint8 against its label set -> logits, one per label."""
-        return await self.score_batch(frames, tuple(labels))
+        """One window (T, 3, S, S) uint8 against its label set -> logits, one per label; raises
+        ModelMismatch when the model cannot score this window."""
+        self.watch.request_started()
+        try:
+            result = await self.score_batch(frames, tuple(labels))
+        finally:
+            self.watch.request_finished()
+        if isinstance(result, WindowRefused):
+            raise ModelMismatch(result.reason)
+        return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def score_batch(self, frames: list[np.ndarray], labels: list[tuple[str, ...]]) -> list[list[float]]:
-        self.batches += 1
-        return await asyncio.get_running_loop().run_in_executor(None, self.scorer.score, frames, labels)
+    async def score_batch(self, frames: list[np.ndarray],
+                          labels: list[tuple[str, ...]]) -> list[list[float] | WindowRefused]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self.scorer.score_each, frames, labels)
+        finally:
+            self.watch.batch_done()
 
     def info(self) -> dict:
         return {"device": str(self.scorer.device), "precision": self.scorer.precision,
-                "cuda_graphs": self.scorer.encoder.cuda_graphs, "batches": self.batches,
+                "cuda_graphs": self.scorer.encoder.cuda_graphs, "batches": self.watch.batches,
                 "num_frames": self.scorer.num_frames}
 
     def check_health(self) -> None:
-        """Serve restarts a replica whose check raises: the weights must still be finite."""
+        """Serve restarts a replica whose check raises: the weights must still be finite, and work
+        must not wait on a forward pass that never ends."""
         weight = self.scorer.model.logit_scale
         if not bool(weight.isfinite().all()):
             raise RuntimeError("model weights are no longer finite")
+        problem = self.watch.problem()
+        if problem:
+            raise RuntimeError(problem)
 
 
 def replica_options(serve_config: ServeConfig) -> dict:
@@ -84,7 +107,7 @@ def deploy(model: ModelConfig, serve_config: ServeConfig):
     """Start (or update) the model application; returns its deployment handle."""
     app = serve.deployment(XCLIPReplica).options(**replica_options(serve_config)).bind(
         model.model_dump(), serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
-        serve_config.torch_threads,
+        serve_config.torch_threads, serve_config.max_labels, serve_config.stall_timeout_s,
     )
     serve.start(logging_config={"log_level": "WARNING", "enable_access_log": False})
     return serve.run(app, name=APP_NAME, route_prefix=None)

@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -19,7 +20,8 @@ from ray import serve
 from ..pipeline.control import ControlPlane
 from ..pipeline.control_auth import AuthError, read_secret
 from ..pipeline.control_topic import ControlTopic, make_control_consumer
-from ..pipeline.scoring import ModelInfo
+from ..pipeline.model_check import LabelChecker
+from ..pipeline.scoring import ModelInfo, resolve_model_path
 from ..schemas.config import ConfigError, PipelineConfig, load_config
 from .output import SinkSpec
 from .replica import APP_NAME, deploy
@@ -52,11 +54,13 @@ def init_ray(address: str | None = None, log_to_driver: bool = False) -> bool:
 
 
 class ConfigWatcher:
-    """Reloads the configuration file when it changes; a bad edit is logged and ignored. With a
-    control topic, the reloaded file is the base its changes are re-applied on (ControlPlane.reload)."""
+    """Reloads the configuration file when it changes; a bad edit (or one ``check`` refuses: label
+    sets the model cannot score) is logged and ignored. With a control topic, the reloaded file is
+    the base its changes are re-applied on (ControlPlane.reload)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check: Callable[[PipelineConfig], None] | None = None):
         self.path = path
+        self.check = check
         self.mtime = path.stat().st_mtime_ns
 
     def changed(self) -> PipelineConfig | None:
@@ -68,13 +72,17 @@ class ConfigWatcher:
             return None
         self.mtime = mtime
         try:
-            return load_config(self.path)
+            config = load_config(self.path)
+            if self.check is not None:
+                self.check(config)
+            return config
         except ConfigError as e:
             log.error("configuration change refused, keeping the running one:\n%s", e)
             return None
 
 
-def open_control_topic(config: PipelineConfig) -> ControlTopic:
+def open_control_topic(config: PipelineConfig, check: Callable[[PipelineConfig], None] | None = None
+                       ) -> ControlTopic:
     """The control topic of ``config`` (kafka.control_topic set), ready to ``start``. Refuses to start
     (ConfigError) when its secret cannot be read: an unauthenticated control topic is an open door."""
     from ..pipeline.sinks import KafkaSink
@@ -90,7 +98,7 @@ def open_control_topic(config: PipelineConfig) -> ControlTopic:
     create_topics(config.kafka.bootstrap, {topic: 1, state_topic: 1})
     consumer = make_control_consumer(config.kafka.bootstrap)
     sink = KafkaSink(config.kafka.bootstrap, client_id="xclip-stream-control")
-    plane = ControlPlane(config, settings, secret)
+    plane = ControlPlane(config, settings, secret, check=check)
     return ControlTopic(consumer, sink, plane, secret, topic, state_topic, settings.instance,
                         config.kafka.events_topic)
 
@@ -105,19 +113,22 @@ def run_pipeline(
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
+    # A model that cannot work is refused before Ray, the replicas or any camera start (exit 2).
+    model = ModelInfo.read(config.model.path)
+    labels = LabelChecker.load(resolve_model_path(config.model.path), config.serve.max_labels)
+    labels.check_config(config)
     started_ray = init_ray(ray_address, log_to_driver)
     previous = _install_signal_handlers(stop)
     supervisor = None
     control = None
     deployed = False
     try:
-        model = ModelInfo.read(config.model.path)
         if config.kafka:
             from ..services.tansu import create_topics
 
             create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1})
             if config.kafka.control_topic:
-                control = open_control_topic(config)
+                control = open_control_topic(config, labels.check_config)
                 config = control.start()  # the control topic's changes, kept across restarts
         deployed = True  # from here on, a half-made deployment is removed too
         deploy(config.model, config.serve)
@@ -126,7 +137,7 @@ def run_pipeline(
                         config.kafka.dead_letter_topic if config.kafka else "")
         supervisor = Supervisor(config, model, sink, config.max_windows)
         supervisor.start()
-        watcher = ConfigWatcher(config_path) if config_path else None
+        watcher = ConfigWatcher(config_path, labels.check_config) if config_path else None
         next_health = time.monotonic() + HEALTH_LOG_INTERVAL_S
         while not stop.is_set() and not supervisor.done:
             supervisor.poll(0.5)

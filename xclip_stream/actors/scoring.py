@@ -2,9 +2,11 @@
 
 Windows go to the Serve deployment with at most ``max_in_flight`` outstanding per actor and come
 back in the order they were sent, so each camera's events are published in window order. A call
-that fails because a replica died (or any system error) is retried with backoff until it
-succeeds: a window taken from the queue is never lost. A window the model itself rejects (an
-application error) is retried a few times, then reported and skipped.
+that fails because a replica died, or gets no answer within ``request_timeout_s`` (a stuck
+replica), is a system failure: retried with backoff until it succeeds, so a window taken from the
+queue is never lost. A window the model refuses (wrong shape, a label set it cannot encode) fails
+at once; other application errors are retried a few times. Either way the window is then
+published as an ``xclip.window.failed`` event in its place and counted: never dropped unsaid.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from ray.exceptions import RayTaskError
 
 from ..pipeline.events import EventBuilder, Scored, encode_event
+from ..pipeline.model_check import ModelMismatch
 from ..pipeline.stream import PendingWindows
 from ..schemas.windows import FrameWindow
 
@@ -33,13 +37,15 @@ class _InFlight:
     labels: tuple[str, ...]
     response: object
     attempts: int = 1
+    sent: float = field(default_factory=time.monotonic)  # monotonic seconds of the latest call
 
 
 @dataclass
 class LoopStats:
     scored: int = 0
     retries: int = 0
-    failed: int = 0
+    failed: int = 0  # windows given up on (each published as a failed event)
+    timeouts: int = 0  # calls that got no answer within the request timeout (then retried)
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=512))
 
 
@@ -54,6 +60,8 @@ class ScoringLoop:
         publish: Callable[[FrameWindow, list], None],
         max_in_flight: int = 2,
         source_seqs: Callable[[FrameWindow], tuple[int, int]] | None = None,
+        request_timeout_s: float = 60.0,
+        redact: Callable[[str], str] = str,
     ):
         self.handle = handle
         self.pending = pending
@@ -61,6 +69,8 @@ class ScoringLoop:
         self.publish = publish  # (window, events) -> None: sends them and tracks their acks
         self.max_in_flight = max_in_flight
         self.source_seqs = source_seqs  # (first, last) sequence numbers as the source numbered them
+        self.request_timeout_s = request_timeout_s
+        self.redact = redact  # masks the source's credentials in failure reasons
         self.stats = LoopStats()
         self._in_flight: deque[_InFlight] = deque()
 
@@ -89,23 +99,23 @@ class ScoringLoop:
     async def _finish_head(self) -> None:
         head = self._in_flight[0]
         try:
-            logits = await head.response
+            # A call past its deadline when it reaches the head (it waited behind a retried one)
+            # still gets a moment: its answer may already be there.
+            remaining = max(min(1.0, self.request_timeout_s), head.sent + self.request_timeout_s - time.monotonic())
+            logits = await asyncio.wait_for(_awaitable(head.response), remaining)
+        except TimeoutError:
+            self.stats.timeouts += 1
+            _cancel(head.response)
+            await self._retry(head, f"no answer within {self.request_timeout_s:g} s")
+            return
         except Exception as e:  # noqa: BLE001 - every failure is either retried or reported
+            cause = getattr(e, "cause", None) or e  # a RayTaskError carries the replica's exception
+            refused = isinstance(cause, ModelMismatch)  # the same window would be refused again
             app_error = isinstance(e, RayTaskError) or isinstance(e, (ValueError, TypeError))
-            if app_error and head.attempts > APP_ERROR_RETRIES:
-                self._in_flight.popleft()
-                self.stats.failed += 1
-                log.error("camera %s: window %d rejected by the model after %d attempts: %s",
-                          head.window.camera_id, head.window.index, head.attempts, e)
-                self.publish(head.window, [])  # nothing to publish, but its frames are done with
-                return
-            self.stats.retries += 1
-            delay = min(5.0, 0.2 * 2 ** min(head.attempts, 5)) * random.uniform(0.5, 1.0)
-            log.warning("camera %s: window %d scoring failed (%s: %s); retry %d in %.1f s",
-                        head.window.camera_id, head.window.index, type(e).__name__, e, head.attempts, delay)
-            await asyncio.sleep(delay)
-            head.attempts += 1
-            head.response = self.handle.score.remote(head.window.frames, head.labels)
+            if refused or (app_error and head.attempts > APP_ERROR_RETRIES):
+                self._fail(head, cause)
+            else:
+                await self._retry(head, f"{type(e).__name__}: {e}")
             return
         self._in_flight.popleft()
         builder = self.builder_for(head.window.camera_id)
@@ -114,6 +124,39 @@ class ScoringLoop:
         self.stats.scored += 1
         self.stats.latencies_ms.append(events[0].latency_ms)
         self.publish(head.window, events)
+
+    async def _retry(self, head: _InFlight, why: str) -> None:
+        self.stats.retries += 1
+        delay = min(5.0, 0.2 * 2 ** min(head.attempts, 5)) * random.uniform(0.5, 1.0)
+        log.warning("camera %s: window %d scoring failed (%s); retry %d in %.1f s",
+                    head.window.camera_id, head.window.index, self.redact(why), head.attempts, delay)
+        await asyncio.sleep(delay)
+        head.attempts += 1
+        head.response = self.handle.score.remote(head.window.frames, head.labels)
+        head.sent = time.monotonic()
+
+    def _fail(self, head: _InFlight, cause: BaseException) -> None:
+        """Publish the failed event in the window's place; its frames are done once it is acknowledged."""
+        self._in_flight.popleft()
+        self.stats.failed += 1
+        reason = self.redact(f"{type(cause).__name__}: {cause}")
+        log.error("camera %s: window %d not scored after %d attempt(s): %s",
+                  head.window.camera_id, head.window.index, head.attempts, reason)
+        builder = self.builder_for(head.window.camera_id)
+        seqs = self.source_seqs(head.window) if self.source_seqs else (None, None)
+        self.publish(head.window, [builder.window_failed(head.window, head.labels, reason, head.attempts, *seqs)])
+
+
+async def _awaitable(response):
+    """A Serve response (or any awaitable) as a coroutine, for ``asyncio.wait_for``."""
+    return await response
+
+
+def _cancel(response) -> None:
+    """Ask Serve to drop a request we stopped waiting for (it may still finish on the replica)."""
+    cancel = getattr(response, "cancel", None)
+    if cancel is not None:
+        cancel()
 
 
 def send_events(sink, topic: str, events: list, on_all_acked: Callable[[], None] | None = None) -> None:

@@ -78,7 +78,8 @@ class Supervisor:
             actor_class, args = KafkaFramesActor, (spec["frames"], spec["labels"], spec["options"], self.model,
                                                    self.sink, spec["session_timeout_ms"], spec["member"])
         # Named (per start, as a dying actor may still hold its name) so operators can find it.
-        worker.actor = actor_class.options(name=f"xclip:{worker.key}:{worker.restarts}").remote(*args)
+        worker.actor = actor_class.options(name=f"xclip:{worker.key}:{worker.restarts}").remote(
+            *args, request_timeout_s=self.config.serve.request_timeout_s)
         worker.ref = worker.actor.run.remote()
         worker.restart_at = None
         self.workers[worker.key] = worker

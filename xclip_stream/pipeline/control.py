@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..schemas.config import ConfigError, ControlConfig, PipelineConfig, parse_config
-from .control_auth import AuthError, Authenticator
+from .control_auth import Authenticator, AuthError
 from .policy import PolicyError, SourcePolicy, resolve_host
 from .redact import redact_exception, redact_text, redact_urls_in
 
@@ -193,8 +193,10 @@ class ControlPlane:
     against the source policy: the policy is for remote changes only."""
 
     def __init__(self, base: PipelineConfig, settings: ControlConfig, secret: bytes,
-                 resolver: Callable[[str], list[str]] = resolve_host, clock: Callable[[], float] = time.time):
+                 resolver: Callable[[str], list[str]] = resolve_host, clock: Callable[[], float] = time.time,
+                 check: Callable[[PipelineConfig], None] | None = None):
         self.settings = settings
+        self.check = check  # raises ConfigError for a configuration the model cannot run (label sets)
         self.auth = Authenticator(secret, settings.max_age_s, clock)
         self._resolver = resolver
         self.policy = self._policy(settings)
@@ -227,6 +229,9 @@ class ControlPlane:
             else:
                 config = apply_control(self.config, message)
                 overlay = self.overlay
+            if self.check is not None:
+                self.check(config)
+            if op != "reset":
                 overlay.record(message)
             self.overlay, self.config = overlay, config
             return Outcome(True, "applied", op, camera_id, config)

@@ -65,7 +65,7 @@ def read_secret(secret_file: str | None, secret_env: str | None) -> bytes:
 
 
 def mac_input(ts_ms: int, nonce: str, payload: str) -> bytes:
-    return f"{MAC_DOMAIN}\n{ts_ms:d}\n{nonce}\n{payload}".encode("utf-8")
+    return f"{MAC_DOMAIN}\n{ts_ms:d}\n{nonce}\n{payload}".encode()
 
 
 def sign(payload: str | dict, secret: bytes, ts: float | None = None, nonce: str | None = None) -> bytes:

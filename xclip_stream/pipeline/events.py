@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from ..schemas.activity import ActivityEvent, LabelThresholds
 from ..schemas.config import LabelSet, Thresholds
-from ..schemas.events import ScoreEvent, StreamEvent, StreamStats, make_event_id
+from ..schemas.events import (
+    MAX_REASON_CHARS,
+    ScoreEvent,
+    StreamEvent,
+    StreamStats,
+    WindowFailed,
+    make_event_id,
+)
 from ..schemas.windows import FrameWindow
 
 CE_SOURCE_PREFIX = "/xclip-stream/cameras/"
@@ -105,6 +112,28 @@ class EventBuilder:
         activity = self.tracker.update(dict(zip(scored.labels, probs)), w.start_time, w.end_time)
         return [score, *activity]
 
+    def window_failed(self, window: FrameWindow, labels: Sequence[str], reason: str, attempts: int,
+                      first_seq: int | None = None, last_seq: int | None = None) -> WindowFailed:
+        """The event published instead of a window's scores when the model could not score it. Its id
+        is the window's (as a score event's is), so a retried failure is recognisably the same one."""
+        lsid = labelset_id(labels)
+        reason = " ".join(reason.split()) or "unknown error"  # one line: tracebacks stay in the logs
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 3] + "..."
+        return WindowFailed(
+            event_id=make_event_id(self.camera_id, "failed", lsid, window.start_time, window.end_time),
+            camera_id=self.camera_id,
+            window_index=window.index,
+            start_time=window.start_time,
+            end_time=window.end_time,
+            first_seq=window.frame_seqs[0] if first_seq is None else first_seq,
+            last_seq=window.frame_seqs[-1] if last_seq is None else last_seq,
+            reason=reason,
+            attempts=attempts,
+            model=self.model_name,
+            labelset_id=lsid,
+        )
+
     def flush(self) -> list[ActivityEvent]:
         """End all incidents in progress (the stream stops or is removed)."""
         return self.tracker.flush()
@@ -132,16 +161,18 @@ class EventBuilder:
         )
 
 
-def event_type(event: ScoreEvent | ActivityEvent | StreamEvent) -> str:
+def event_type(event: ScoreEvent | WindowFailed | ActivityEvent | StreamEvent) -> str:
     """The CloudEvents ``type`` of an event."""
     if isinstance(event, ScoreEvent):
         return "xclip.window.scores"
+    if isinstance(event, WindowFailed):
+        return "xclip.window.failed"
     if isinstance(event, ActivityEvent):
         return f"xclip.activity.{event.type}"
     return f"xclip.stream.{event.state}"
 
 
-def event_time(event: ScoreEvent | ActivityEvent | StreamEvent) -> float:
+def event_time(event: ScoreEvent | WindowFailed | ActivityEvent | StreamEvent) -> float:
     if isinstance(event, StreamEvent):
         return event.time
     return event.end_time

@@ -22,6 +22,7 @@ import torch
 from ..model import XCLIPConfig, XCLIPModel
 from ..model.processor import XCLIPProcessor, XCLIPVideoProcessor
 from .encoding import VideoEncoder, bucket
+from .model_check import DEFAULT_MAX_LABELS, LabelChecker, check_processor_fits
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ModelInfo:
         folder = resolve_model_path(path)
         config = XCLIPConfig.from_pretrained(folder)
         processor = XCLIPVideoProcessor.from_pretrained(folder)
+        check_processor_fits(config, processor, path)  # before any stream cuts a window for it
         return cls(name=folder.name if path != "demo" else "demo", num_frames=config.vision_config.num_frames,
                    video_processor=processor.to_dict())
 
@@ -84,12 +86,21 @@ def _cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
 
 
+@dataclass(frozen=True)
+class WindowRefused:
+    """``score_each``'s answer, in a window's slot, when that window could not be scored."""
+
+    reason: str
+
+
 class BatchScorer:
     """Scores batches of windows against per-window label sets; the one place where windows meet
     the model, for the live pipeline's replicas and the offline ``classify`` alike."""
 
     def __init__(self, model: XCLIPModel, processor: XCLIPProcessor | None, precision: str = "auto",
-                 cache_size: int = 64, compile: bool | None = None, cuda_graphs: bool = True):
+                 cache_size: int = 64, compile: bool | None = None, cuda_graphs: bool = True,
+                 max_labels: int = DEFAULT_MAX_LABELS):
+        self.label_checker = LabelChecker.for_model(processor.tokenizer, model.config, max_labels) if processor else None
         self.model = model.eval()
         self.processor = processor
         self.device = next(model.parameters()).device
@@ -99,6 +110,7 @@ class BatchScorer:
             raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.num_frames = model.config.vision_config.num_frames
+        self.image_size = model.config.vision_config.image_size
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
         if compile is None:
@@ -111,12 +123,15 @@ class BatchScorer:
 
     @classmethod
     def load(cls, path: str, device: str | None = None, precision: str = "auto",
-             compile: bool | None = None, cuda_graphs: bool = True) -> BatchScorer:
+             compile: bool | None = None, cuda_graphs: bool = True,
+             max_labels: int = DEFAULT_MAX_LABELS) -> BatchScorer:
         """From a checkpoint folder (or ``demo``), on ``device`` (default: cuda when present);
-        ``compile`` None: on a GPU."""
+        ``compile`` None: on a GPU. A processor that does not fit the model is refused first."""
         folder = resolve_model_path(path)
-        scorer = cls(XCLIPModel.from_pretrained(folder, device=pick_device(device)),
-                     XCLIPProcessor.from_pretrained(folder), precision, compile=compile, cuda_graphs=cuda_graphs)
+        config, processor = XCLIPConfig.from_pretrained(folder), XCLIPProcessor.from_pretrained(folder)
+        check_processor_fits(config, processor.video_processor, path)  # before the weights are read
+        scorer = cls(XCLIPModel.from_pretrained(folder, device=pick_device(device)), processor, precision,
+                     compile=compile, cuda_graphs=cuda_graphs, max_labels=max_labels)
         log.info("loaded %s on %s (%s%s%s)", folder, scorer.device, scorer.precision,
                  ", compiled" if scorer.encoder.compiled else "", ", CUDA graphs" if scorer.encoder.cuda_graphs else "")
         return scorer
@@ -126,6 +141,8 @@ class BatchScorer:
         if labels in self._text:
             self._text.move_to_end(labels)
             return self._text[labels]
+        if self.label_checker is not None:
+            self.label_checker.check(labels)  # a label cut at 77 tokens or an id past the embedding: say so
         tokens = self.processor.tokenizer(list(labels), padding=True, return_tensors="pt")
         with torch.inference_mode():
             features = self.model.get_text_features(
@@ -177,3 +194,53 @@ class BatchScorer:
                 for row, values in zip(rows, logits.cpu().tolist()):
                     out[row] = values
         return out
+
+    def window_problem(self, frames: np.ndarray, labels: Sequence[str]) -> str | None:
+        """Why one window cannot be scored before trying (wrong shape, a label set refused), or None."""
+        want = (self.num_frames, 3, self.image_size, self.image_size)
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.shape != want:
+            got = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, np.ndarray) else type(frames).__name__
+            return f"a window must be {want} uint8, got {got}"
+        if self.label_checker is not None and tuple(labels) not in self._text:
+            problems = self.label_checker.problems(list(labels))
+            if problems:
+                return "; ".join(problems)
+        return None
+
+    def score_each(self, frames: Sequence[np.ndarray],
+                   labels: Sequence[tuple[str, ...]]) -> list[list[float] | WindowRefused]:
+        """``score``, but a window that cannot be scored fails alone: it is refused up front when its
+        shape or label set is wrong, and when a batch fails anyway it is scored again per label set,
+        then per window, so only the culprit gets a ``WindowRefused`` (a batch mixes cameras)."""
+        out: list[list[float] | WindowRefused | None] = [None] * len(frames)
+        rows = []
+        for i, (window, label_set) in enumerate(zip(frames, labels)):
+            problem = self.window_problem(window, label_set)
+            if problem is None:
+                rows.append(i)
+            else:
+                out[i] = WindowRefused(problem)
+        self._score_isolating(frames, labels, rows, out)
+        return out
+
+    def _score_isolating(self, frames, labels, rows: list[int], out: list, by_labels: bool = True) -> None:
+        if not rows:
+            return
+        try:
+            for row, logits in zip(rows, self.score([frames[i] for i in rows], [labels[i] for i in rows])):
+                out[row] = logits
+            return
+        except Exception as e:  # noqa: BLE001 - narrowed down below; one window's error is its own
+            if len(rows) == 1:
+                out[rows[0]] = WindowRefused(f"{type(e).__name__}: {e}")
+                return
+            log.warning("a batch of %d windows failed (%s: %s); scoring it in parts", len(rows), type(e).__name__, e)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i in rows:
+            groups.setdefault(tuple(labels[i]), []).append(i)
+        if by_labels and len(groups) > 1:
+            for group in groups.values():
+                self._score_isolating(frames, labels, group, out, by_labels=False)
+        else:
+            for i in rows:
+                self._score_isolating(frames, labels, [i], out, by_labels=False)

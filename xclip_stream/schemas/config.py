@@ -174,6 +174,9 @@ class ServeConfig(_Strict):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int = Field(32, ge=1)
     torch_threads: int | None = Field(None, ge=1)  # intra-op threads per replica; None: Ray's (num_cpus, >= 1)
+    max_labels: int = Field(1000, ge=1)  # labels per set; a bigger set is refused at start-up and per window
+    request_timeout_s: float = Field(60.0, gt=0)  # one window's call to a replica; then it is retried
+    stall_timeout_s: float = Field(120.0, gt=0)  # a replica with work but no batch done for this long is unhealthy
 
 
 class ModelConfig(_Strict):

@@ -60,6 +60,40 @@ class ScoreEvent:
         return asdict(self)
 
 
+MAX_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class WindowFailed:
+    """A window the model could not score, published in its place so no window vanishes unreported.
+
+    ``reason`` is the model's error (credentials redacted, at most 500 characters); ``attempts``
+    counts the calls made before giving up (1 for a window refused outright: wrong shape, a label
+    set the model cannot encode). For a Kafka source the window's frames count as done (and their
+    offsets may be committed) only once this event is acknowledged, as for a dead letter."""
+
+    event_id: str
+    camera_id: str
+    window_index: int
+    start_time: float
+    end_time: float
+    first_seq: int
+    last_seq: int
+    reason: str
+    attempts: int
+    model: str
+    labelset_id: str
+
+    def __post_init__(self):
+        if not self.reason or len(self.reason) > MAX_REASON_CHARS:
+            raise ValueError(f"reason must be 1..{MAX_REASON_CHARS} characters, got {len(self.reason)}")
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
+
+    def to_json_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class StreamStats:
     """Counters of one stream since its stage started (health reports and stream events)."""
@@ -72,6 +106,7 @@ class StreamStats:
     reconnects: int = 0
     gaps: int = 0
     dead_letters: int = 0
+    windows_failed: int = 0  # windows the model could not score (each one an ``xclip.window.failed`` event)
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,19 @@ from pydantic import TypeAdapter
 from .activity import ActivityEvent
 from .config import PipelineConfig
 from .control import CONTROL_OUTCOMES, ControlEvent
-from .events import STREAM_STATES, ScoreEvent, StreamEvent
+from .events import STREAM_STATES, ScoreEvent, StreamEvent, WindowFailed
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 EVENT_TYPES = {  # the ``event_type`` field each published JSON carries (also its CloudEvents type)
     "score_event": ["xclip.window.scores"],
+    "window_failed_event": ["xclip.window.failed"],
     "activity_event": ["xclip.activity.start", "xclip.activity.continue", "xclip.activity.end"],
     "stream_event": [f"xclip.stream.{state}" for state in STREAM_STATES],
     "control_event": [f"xclip.control.{outcome}" for outcome in CONTROL_OUTCOMES],
 }
 TYPES = {
     "score_event": ScoreEvent,
+    "window_failed_event": WindowFailed,
     "activity_event": ActivityEvent,
     "stream_event": StreamEvent,
     "control_event": ControlEvent,
