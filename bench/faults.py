@@ -1,0 +1,397 @@
+"""Fault suite: the live pipeline under the faults production brings, each one counted.
+
+    .venv/bin/python bench/faults.py [--only NAME,...] [--before 20] [--after 30] [--out FILE]
+
+Each scenario builds a fresh rig: a Tansu broker, live cameras (one over RTSP when gst-rtsp-server
+is installed, one HTTP MJPEG camera, one looped file), a Kafka frames topic fed in real time by a
+publisher, and the real pipeline (Ray actors, a Serve replica of the demo model, events to Kafka).
+It runs ``--before`` seconds after the first event, injects its fault, runs ``--after`` seconds
+once the fault is over, stops the pipeline, and reads the events topic back.
+
+What is counted, per scenario, from the events a downstream consumer sees:
+- windows: distinct windows with a score event (or a failure event); duplicates: score events
+  seen more than once (same event_id, which is deterministic per window);
+- cameras: lost = window indices missing inside one actor's run (a restarted actor numbers from 0
+  again) that the camera did not report as dropped under backpressure;
+- the frames topic: lost = published frames that no window covers, past the sampling step, between
+  the first and the last window (a member restarted from the committed offset re-reads frames, so
+  its windows may be cut at other boundaries: coverage, not indices, is what must hold).
+Windows in memory of a live camera's actor when it is killed are gone with it, as frames are while a
+camera is unreachable; the camera reports a restart and a gap. Prints a table, writes JSON (default
+bench/results/faults.json), exits 1 when any scenario lost anything or crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from decode import machine, write_json  # noqa: E402
+from soak import _children, _title  # noqa: E402
+
+from xclip_stream import demo  # noqa: E402
+from xclip_stream.schemas.config import parse_config  # noqa: E402
+
+FRAMES_TOPIC, EVENTS_TOPIC = "xclip.faults.frames", "xclip.faults.events"
+TOPIC_CAMERA, PUBLISH_FPS, SAMPLE_FPS = "topic-cam", 8, 4.0
+STARTUP_LIMIT_S = 180.0
+
+
+# -- the rig ---------------------------------------------------------------------------------------
+class Publisher:
+    """A camera publishing JPEG frames to the frames topic in real time; retries through outages so
+    that every frame it numbered reaches the topic (frames are numbered only once acknowledged)."""
+
+    def __init__(self, bootstrap: str, stop: threading.Event):
+        self.bootstrap, self.stop = bootstrap, stop
+        self.published = 0
+        self.thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+
+    def _run(self) -> None:
+        from kafka import KafkaProducer
+
+        from xclip_stream.pipeline.kafka_io import encode_frame_message
+        from xclip_stream.training.synthetic import render_stream
+
+        producer = None
+        frames = render_stream([demo.demo_actions(5)[-1]], demo.SCENE_SECONDS, PUBLISH_FPS, demo.SIZE, seed=7)
+        next_at = time.monotonic()
+        for _, image in frames:
+            if self.stop.is_set():
+                break
+            while not self.stop.is_set():
+                try:
+                    producer = producer or KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+                    key, value, headers = encode_frame_message(TOPIC_CAMERA, time.time_ns() // 1_000_000,
+                                                               self.published, image)
+                    producer.send(FRAMES_TOPIC, key=key, value=value, headers=headers).get(timeout=10)
+                    self.published += 1
+                    break
+                except Exception:  # noqa: BLE001 - the broker is down: a camera buffers and retries
+                    with contextlib.suppress(Exception):
+                        producer and producer.close(timeout=1)
+                    producer = None
+                    self.stop.wait(1.0)
+            next_at = max(next_at + 1.0 / PUBLISH_FPS, time.monotonic() - 1.0)
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+        if producer is not None:
+            producer.close(timeout=5)
+
+
+class Reader:
+    """Every JSON event of the events topic, in order, from the beginning; survives broker outages."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.events: list[dict] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="reader", daemon=True)
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(EVENTS_TOPIC, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+                                 enable_auto_commit=False, group_id=None)
+        quiet_since = None
+        while True:
+            try:
+                batch = consumer.poll(timeout_ms=500)
+            except Exception:  # noqa: BLE001 - broker outage: poll again
+                batch = {}
+                time.sleep(0.5)
+            for records in batch.values():
+                self.events.extend(json.loads(r.value) for r in records)
+            if self.done.is_set():
+                quiet_since = time.monotonic() if batch or quiet_since is None else quiet_since
+                if time.monotonic() - quiet_since > 4.0:
+                    break
+        consumer.close()
+
+
+@dataclass
+class Rig:
+    work: Path
+    members: int = 1
+    broker: object = None
+    cameras: dict = field(default_factory=dict)  # id -> server object (or the file path)
+    stop: threading.Event = field(default_factory=threading.Event)
+    result: dict = field(default_factory=dict)
+    error: str = ""
+
+    def config(self, urls: dict[str, str]):
+        data = demo.pipeline_config(self._planned, urls, self.broker.bootstrap, EVENTS_TOPIC, "demo").model_dump(
+            mode="json", exclude_none=True)
+        data["kafka"]["frames"] = [{"topic": FRAMES_TOPIC, "members": self.members}]
+        data["defaults"]["sample_fps"] = SAMPLE_FPS
+        return parse_config(data, "faults")
+
+    @contextlib.contextmanager
+    def services(self, broker_first: bool = True):
+        from xclip_stream.services.mjpeg import MjpegCamera
+        from xclip_stream.services.rtsp_server import RtspCamera, rtsp_available
+        from xclip_stream.services.tansu import TansuBroker
+
+        self._planned = demo.plan_cameras(3 if rtsp_available() else 2, self.work, rtsp_available())[:3]
+        self.broker = TansuBroker(log_path=self.work / "tansu.log")
+        with contextlib.ExitStack() as stack:
+            if broker_first:
+                stack.enter_context(self.broker)
+            else:
+                stack.callback(self.broker.stop)
+            urls = {}
+            for c in self._planned:
+                if c.transport == "rtsp":
+                    server = stack.enter_context(RtspCamera(c.video))
+                elif c.transport == "mjpeg":
+                    server = stack.enter_context(MjpegCamera(c.video, fps=demo.FPS))
+                else:
+                    server = c.video
+                self.cameras[c.id] = server
+                urls[c.id] = getattr(server, "url", str(server))
+            yield urls
+
+    def run_pipeline(self, config) -> threading.Thread:
+        from xclip_stream.actors.runner import run_pipeline
+
+        def run():
+            try:
+                with open(os.devnull, "w") as unused:
+                    self.result.update(run_pipeline(config, unused, stop=self.stop))
+            except BaseException as e:  # noqa: BLE001 - reported in the table
+                self.error = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+
+        thread = threading.Thread(target=run, name="pipeline", daemon=True)
+        thread.start()
+        return thread
+
+
+# -- faults ----------------------------------------------------------------------------------------
+def _pids(pattern: str) -> list[int]:
+    return [pid for pid in _children(os.getpid()) if re.search(pattern, _title(pid))]
+
+
+def _ray_actor(pattern: str):
+    import ray
+
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if re.search(pattern, entry["name"]):
+            return ray.get_actor(entry["name"], namespace=entry["namespace"])
+    raise LookupError(f"no running actor named like {pattern!r}")
+
+
+def broker_paused(rig: Rig, seconds: float = 10.0) -> str:
+    os.kill(rig.broker.pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(rig.broker.pid, signal.SIGCONT)
+    return f"broker SIGSTOPped for {seconds:g} s"
+
+
+def rtsp_gone(rig: Rig, seconds: float = 30.0) -> str:
+    server = next((s for cid, s in rig.cameras.items() if cid.startswith("rtsp")), None)
+    if server is None:
+        raise LookupError("no RTSP camera (gst-rtsp-server is not installed)")
+    server.stop()
+    time.sleep(seconds)
+    server.start()
+    return f"RTSP server down for {seconds:g} s"
+
+
+def replica_killed(rig: Rig) -> str:
+    import ray
+
+    ray.kill(_ray_actor(r"XCLIPReplica"), no_restart=True)
+    return "the Serve replica killed (Serve starts another)"
+
+
+def camera_killed(rig: Rig) -> str:
+    import ray
+
+    ray.kill(_ray_actor(r"^xclip:camera:mjpeg"), no_restart=True)
+    return "the MJPEG camera's actor killed (the supervisor restarts it)"
+
+
+def member_killed(rig: Rig) -> str:
+    import ray
+
+    ray.kill(_ray_actor(r"^xclip:frames:"), no_restart=True)
+    return "the Kafka frames member killed mid-batch (it restarts from the committed offsets)"
+
+
+def slow_model(rig: Rig, seconds: float = 60.0, duty: float = 0.9) -> str:
+    """The replica stopped for 90% of every second: scoring about 10x slower, for a minute."""
+    pids = _pids(r"^ray::ServeReplica")
+    if not pids:
+        raise LookupError("no Serve replica process")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(duty)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(1.0 - duty)
+    return f"replica {duty:.0%} stopped for {seconds:g} s"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    inject: Callable[[Rig], str] | None
+    members: int = 1
+    broker_down_at_start: float = 0.0  # seconds the broker starts after the pipeline
+
+
+SCENARIOS = [
+    Scenario("baseline", None),
+    Scenario("broker_paused_10s", broker_paused),
+    Scenario("broker_down_at_start", None, broker_down_at_start=10.0),
+    Scenario("rtsp_gone_30s", rtsp_gone),
+    Scenario("replica_killed", replica_killed),
+    Scenario("camera_actor_killed", camera_killed),
+    Scenario("kafka_member_killed", member_killed),
+    Scenario("slow_model_60s", slow_model),
+]
+
+
+# -- accounting ------------------------------------------------------------------------------------
+def account(events: list[dict], published: int) -> dict:
+    """Windows, duplicates and losses per camera, from the events topic (see the module docstring)."""
+    per_camera: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        per_camera[e.get("camera_id", "?")].append(e)
+    rows = {}
+    for camera, evs in sorted(per_camera.items()):
+        ids = defaultdict(int)
+        windows, runs, dropped_in_run, run = set(), [], [], -1
+        for e in evs:
+            kind = e.get("event_type", "")
+            if kind in ("xclip.window.scores", "xclip.window.failed"):
+                repeat = ids.get(e["event_id"], 0) > 0  # a window published again, not a new run
+                if kind == "xclip.window.scores":
+                    ids[e["event_id"]] += 1
+                index = e["window_index"]  # from 0 in each actor's run
+                if run < 0 or (index == 0 and runs[run] and not repeat):
+                    runs.append(set())
+                    dropped_in_run.append(0)
+                    run += 1
+                runs[run].add(index)
+                windows.add((e["first_seq"], e["last_seq"]))
+            elif kind == "xclip.stream.dropped" and run >= 0:
+                dropped_in_run[run] = max(dropped_in_run[run], e["stats"]["windows_dropped"])
+        row = {"windows": len(windows), "score_events": sum(ids.values()),
+               "duplicates": sum(n - 1 for n in ids.values()), "runs": len(runs)}
+        if camera == TOPIC_CAMERA:
+            row["lost"] = _uncovered(sorted(windows), SAMPLE_FPS, PUBLISH_FPS)
+            row["published"] = published
+        else:
+            missing = sum(max(r) + 1 - len(r) for r in runs if r)
+            row["dropped"] = sum(dropped_in_run)
+            row["lost"] = max(0, missing - row["dropped"])
+        rows[camera] = row
+    return rows
+
+
+def _uncovered(windows: list[tuple[int, int]], sample_fps: float, fps: float) -> int:
+    """Frames between consecutive windows beyond one sampling step: frames consumed into no window."""
+    step = max(1, round(fps / sample_fps))
+    lost, end = 0, None
+    for first, last in windows:
+        if end is not None and first > end + step:
+            lost += first - end - step
+        end = last if end is None else max(end, last)
+    return lost
+
+
+# -- running ---------------------------------------------------------------------------------------
+def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"xclip-fault-{scenario.name}-") as tmp:
+        rig = Rig(Path(tmp), members=scenario.members)
+        with rig.services(broker_first=not scenario.broker_down_at_start) as urls:
+            publisher = reader = None
+            note = ""
+            pipeline = rig.run_pipeline(rig.config(urls))
+            try:
+                if scenario.broker_down_at_start:
+                    time.sleep(scenario.broker_down_at_start)
+                    rig.broker.start()
+                    note = f"broker started {scenario.broker_down_at_start:g} s after the pipeline"
+                publisher, reader = Publisher(rig.broker.bootstrap, rig.stop), Reader(rig.broker.bootstrap)
+                publisher.thread.start()
+                reader.thread.start()
+                deadline = time.monotonic() + STARTUP_LIMIT_S
+                while not reader.events and pipeline.is_alive() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                if not reader.events:
+                    raise RuntimeError(f"no event within {STARTUP_LIMIT_S:g} s ({rig.error or 'no error'})")
+                time.sleep(before)
+                if scenario.inject is not None:
+                    note = scenario.inject(rig)
+                time.sleep(after)
+            except Exception as e:  # noqa: BLE001 - the scenario fails, the suite goes on
+                rig.error = rig.error or f"{type(e).__name__}: {e}"
+            finally:
+                rig.stop.set()
+                pipeline.join(timeout=180)
+                if reader is not None:
+                    reader.done.set()
+                    reader.thread.join(timeout=60)
+                if publisher is not None:
+                    publisher.thread.join(timeout=30)
+    cameras = account(reader.events if reader else [], publisher.published if publisher else 0)
+    lost = sum(r["lost"] for r in cameras.values())
+    return {"scenario": scenario.name, "fault": note, "cameras": cameras, "error": rig.error,
+            "pipeline_hung": pipeline.is_alive(), "windows": sum(r["windows"] for r in cameras.values()),
+            "score_events": sum(r["score_events"] for r in cameras.values()),
+            "duplicates": sum(r["duplicates"] for r in cameras.values()), "lost": lost,
+            "finished": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in rig.result.items()},
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated scenario names (default: all)")
+    parser.add_argument("--before", type=float, default=20.0, help="seconds of flow before the fault (default 20)")
+    parser.add_argument("--after", type=float, default=30.0, help="seconds of flow after it (default 30)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else [s.name for s in SCENARIOS]
+    unknown = set(names) - {s.name for s in SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(s.name for s in SCENARIOS)}")
+    results = []
+    for scenario in (s for s in SCENARIOS if s.name in names):
+        print(f"faults: {scenario.name} ...", file=sys.stderr, flush=True)
+        results.append(run_scenario(scenario, args.before, args.after))
+    print(f"\n{'scenario':<24} {'windows':>8} {'events':>7} {'dupes':>6} {'lost':>5}  fault / error")
+    for r in results:
+        print(f"{r['scenario']:<24} {r['windows']:>8} {r['score_events']:>7} {r['duplicates']:>6} {r['lost']:>5}  "
+              f"{r['error'] or r['fault']}")
+    failed = [r["scenario"] for r in results if r["lost"] or r["error"] or r["pipeline_hung"] or not r["windows"]]
+    write_json(args.out, {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                          "scenarios": results, "failed": failed})
+    print(f"\n{len(results) - len(failed)} of {len(results)} scenarios survived with nothing lost"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
