@@ -17,8 +17,9 @@ import ray
 from ray import serve
 
 from ..pipeline.control import apply_control, parse_control
+from ..pipeline.kafka_clients import check_access, client_config, create_topics
 from ..pipeline.scoring import ModelInfo
-from ..schemas.config import ConfigError, PipelineConfig, load_config
+from ..schemas.config import ConfigError, KafkaSecurity, PipelineConfig, load_config
 from .output import SinkSpec
 from .replica import APP_NAME, deploy
 from .supervisor import Supervisor
@@ -76,13 +77,12 @@ class ControlTopic:
     before this run started are already in the configuration it was given. No consumer group: every
     running pipeline sees every message, and there is no group join to wait for."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, security: KafkaSecurity | None = None):
         from kafka import KafkaConsumer, TopicPartition
 
-        from ..services.tansu import create_topics
-
-        create_topics(bootstrap, {topic: 1})
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        create_topics(bootstrap, {topic: 1}, security)
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      **client_config(security))
         partitions = self.consumer.partitions_for_topic(topic) or {0}
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(assigned)
@@ -122,16 +122,17 @@ def run_pipeline(
     try:
         model = ModelInfo.read(config.model.path)
         if config.kafka:
-            from ..services.tansu import create_topics
-
-            create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1})
-            if config.kafka.control_topic:
-                control = ControlTopic(config.kafka.bootstrap, config.kafka.control_topic)
+            kafka = config.kafka
+            check_access(kafka.bootstrap, kafka.security, kafka.connect_timeout_s)  # a clear error, in bounded time
+            create_topics(kafka.bootstrap, {kafka.events_topic: 4, kafka.dead_letter_topic: 1}, kafka.security)
+            if kafka.control_topic:
+                control = ControlTopic(kafka.bootstrap, kafka.control_topic, kafka.security)
         deployed = True  # from here on, a half-made deployment is removed too
         deploy(config.model, config.serve)
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
                         config.kafka.events_topic if config.kafka else "",
-                        config.kafka.dead_letter_topic if config.kafka else "")
+                        config.kafka.dead_letter_topic if config.kafka else "",
+                        config.kafka.security if config.kafka else None)
         supervisor = Supervisor(config, model, sink, config.max_windows)
         supervisor.start()
         watcher = ConfigWatcher(config_path) if config_path else None
