@@ -19,7 +19,8 @@ from ray import serve
 from ..pipeline.control import apply_control, parse_control
 from ..pipeline.kafka_clients import check_access, client_config, create_topics
 from ..pipeline.scoring import ModelInfo
-from ..schemas.config import ConfigError, KafkaSecurity, PipelineConfig, load_config
+from ..schemas.config import ConfigError, KafkaSecurity, PipelineConfig, RayConfig, load_config
+from . import ray_env
 from .output import SinkSpec
 from .replica import APP_NAME, deploy
 from .supervisor import Supervisor
@@ -27,26 +28,23 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 HEALTH_LOG_INTERVAL_S = 60.0
-RAY_ENV = {  # local clusters: loopback only, no token files, no usage reporting
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "1",
-}
 
 
-def init_ray(address: str | None = None, log_to_driver: bool = False) -> bool:
+def init_ray(address: str | None = None, log_to_driver: bool = False, config: RayConfig | None = None) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), else start a local cluster. True if we started it.
 
-    Actor logs stay in Ray's session log folder unless ``log_to_driver``: Ray forwards them to the
-    driver's standard output, which in stdout mode carries the events."""
+    A local cluster listens on loopback only unless ``config.listen`` is ``all``, which turns token
+    authentication on (see ray_env); joining a cluster starts no listener of ours. Actor logs stay
+    in Ray's session log folder unless ``log_to_driver``: Ray forwards them to the driver's
+    standard output, which in stdout mode carries the events."""
     if ray.is_initialized():
         return False
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
+    config = config or RayConfig()
     address = address or os.environ.get("RAY_ADDRESS")
+    worker_env = ray_env.apply(config) if address is None else ray_env.joining()
+    node_ip = {"_node_ip_address": config.node_ip} if address is None and config.node_ip else {}
     ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, logging_level=logging.WARNING,
-             configure_logging=False, runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}})
+             configure_logging=False, runtime_env={"env_vars": worker_env}, **node_ip)
     return address is None
 
 
@@ -114,7 +112,7 @@ def run_pipeline(
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
-    started_ray = init_ray(ray_address, log_to_driver)
+    started_ray = init_ray(ray_address, log_to_driver, config.ray)
     previous = _install_signal_handlers(stop)
     supervisor = None
     control = None
