@@ -3,6 +3,7 @@ against real proxies in front of real Tansu brokers, and clear, bounded errors w
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -107,13 +108,17 @@ def test_plaintext_client_on_a_tls_port_is_a_clear_error(tls_bootstrap: str):
 
 # -- SASL ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-def test_sasl_round_trip(sasl_proxy, user_password_files, mechanism: str):
+def test_sasl_round_trip(sasl_proxy, user_password_files, mechanism: str, caplog):
+    caplog.set_level(logging.DEBUG)  # kafka-python logs its configuration at DEBUG
     security = KafkaSecurity(protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism, username="bob",
                              password_file=str(user_password_files["bob"]))
     before = sasl_proxy.stats["authenticated"]
     assert len(_round_trip(sasl_proxy.bootstrap, security)) == 5
     # check, admin, producer and consumer connections all authenticated through the proxy
     assert sasl_proxy.stats["authenticated"] - before >= 4
+    assert any("sasl_plain_password" in r.getMessage() for r in caplog.records)  # the log this guards
+    leaks = [r.name for r in caplog.records if USERS["bob"] in r.getMessage()]
+    assert not leaks, f"the password appeared in logs of {sorted(set(leaks))}"
 
 
 def test_sasl_password_from_the_environment(sasl_proxy, monkeypatch):
@@ -174,3 +179,17 @@ def test_a_password_literal_is_refused_with_directions():
 def test_inconsistent_security_is_refused(security: dict, expected: str):
     with pytest.raises(ConfigError, match=expected):
         parse_config(_config(security))
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "PLAINTEXT"])
+def test_a_port_that_never_answers_is_an_error_within_the_bound(protocol: str, tls_files: TlsFiles):
+    """A listener that accepts and then says nothing (a TLS handshake that never completes)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel completes the connection
+        bootstrap = f"127.0.0.1:{silent.getsockname()[1]}"
+        security = KafkaSecurity(protocol=protocol, **({"ca_file": str(tls_files.ca)} if protocol == "SSL" else {}))
+        started = time.monotonic()
+        with pytest.raises(KafkaAccessError, match="no answer within the connect timeout"):
+            check_access(bootstrap, security, timeout_s=2)
+        assert time.monotonic() - started < 5

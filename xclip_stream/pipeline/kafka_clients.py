@@ -29,6 +29,20 @@ class KafkaAccessError(ConnectionError):
     """The Kafka cluster cannot be used with these settings; the message says why (no secrets)."""
 
 
+class Secret(str):
+    """A password that prints as ``<redacted>``: kafka-python logs its whole configuration at DEBUG
+    (the admin client does), and a str subclass still encodes and joins as the real text."""
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+    def __str__(self) -> str:
+        return "<redacted>"
+
+    def __format__(self, spec: str) -> str:
+        return format("<redacted>", spec)
+
+
 def read_secret(file: str | None, env: str | None, what: str) -> str | None:
     """A secret from a file (trailing newline dropped) or an environment variable; None if neither."""
     if file:
@@ -82,7 +96,7 @@ def client_config(security: KafkaSecurity | None) -> dict:
     if security.sasl:
         config["sasl_mechanism"] = security.sasl_mechanism
         config["sasl_plain_username"] = security.username
-        config["sasl_plain_password"] = read_secret(security.password_file, security.password_env, "password")
+        config["sasl_plain_password"] = Secret(read_secret(security.password_file, security.password_env, "password"))
     return config
 
 
@@ -110,32 +124,57 @@ class _Unreachable(Exception):
     pass
 
 
+class _Connection:
+    """One socket with an overall deadline: every step gets only the time that is left."""
+
+    def __init__(self, sock: socket.socket, deadline: float, client_id: str):
+        self.sock, self.deadline, self.client_id = sock, deadline, client_id
+        self.correlation = 0
+
+    def arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self.sock.settimeout(left)
+
+    def call(self, api_key: int, version: int, body: wire.Writer | None = None) -> wire.Reader:
+        """Send one request, return its response after the correlation id."""
+        self.correlation += 1
+        self.arm()
+        self.sock.sendall(wire.request(api_key, version, self.correlation, self.client_id, body))
+        self.arm()
+        r = wire.Reader(wire.read_frame(self.sock))
+        if r.int32() != self.correlation:
+            raise wire.WireError("the answer does not match the request (correlation id)")
+        return r
+
+
 def _check_broker(host: str, port: int, security: KafkaSecurity, config: dict, deadline: float,
                   client_id: str) -> None:
     where = f"kafka {host}:{port}"
-    left = max(deadline - time.monotonic(), 0.1)
     try:
-        sock = socket.create_connection((host, port), timeout=left)
+        sock = socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 0.1))
     except OSError as e:
         raise _Unreachable(f"{where}: cannot connect: {_reason(e)}") from None
+    conn = _Connection(sock, deadline, client_id)
     try:
-        sock.settimeout(max(deadline - time.monotonic(), 0.1))
         if security.tls:
-            sock = _tls_handshake(sock, host, where, security, config["ssl_context"])
-        versions = _api_versions(sock, where, security, client_id)
+            conn.arm()
+            conn.sock = _tls_handshake(sock, host, where, security, config["ssl_context"])
+        versions = _api_versions(conn, where, security)
         if security.sasl:
-            _authenticate(sock, host, where, security, config, versions, client_id)
+            _authenticate(conn, host, where, security, config, versions)
     except TimeoutError:
         raise KafkaAccessError(f"{where}: no answer within the connect timeout (protocol {security.protocol}: "
                                "does the port speak it?)") from None
     finally:
-        sock.close()
+        conn.sock.close()
 
 
 def _tls_handshake(sock: socket.socket, host: str, where: str, security: KafkaSecurity,
                    ctx: ssl.SSLContext) -> ssl.SSLSocket:
     try:
-        tls = ctx.wrap_socket(sock, server_hostname=host)
+        return ctx.wrap_socket(sock, server_hostname=host)
     except ssl.SSLCertVerificationError as e:
         ca = security.ca_file or "the system CAs"
         raise KafkaAccessError(f"{where}: TLS certificate verification failed ({e.verify_message}; "
@@ -145,58 +184,61 @@ def _tls_handshake(sock: socket.socket, host: str, where: str, security: KafkaSe
     except ConnectionError as e:
         raise KafkaAccessError(f"{where}: the broker closed the connection during the TLS handshake "
                                f"({_reason(e)}){_cert_hint(e, security)}") from None
-    return tls
 
 
-def _api_versions(sock: socket.socket, where: str, security: KafkaSecurity, client_id: str) -> dict:
+def _api_versions(conn: _Connection, where: str, security: KafkaSecurity) -> dict:
     """{api key: max version}; the first request, so a TLS refusal that TLS 1.3 reports only after
     the handshake (a missing or refused client certificate) surfaces here."""
     try:
-        sock.sendall(wire.request(wire.API_VERSIONS, 0, 1, client_id))
-        r = wire.Reader(wire.read_frame(sock))
+        r = conn.call(wire.API_VERSIONS, 0)
+        error = r.int16()
+        if error != wire.NONE:
+            raise KafkaAccessError(f"{where}: ApiVersions failed with Kafka error code {error}")
+        versions = {}
+        for _ in range(r.int32()):
+            key, _low, high = r.int16(), r.int16(), r.int16()
+            versions[key] = high
+        return versions
     except ssl.SSLError as e:
         raise KafkaAccessError(f"{where}: the broker refused the TLS session: {_reason(e)}"
                                f"{_cert_hint(e, security)}") from None
+    except KafkaAccessError:
+        raise
     except (ConnectionError, wire.WireError) as e:
         raise KafkaAccessError(f"{where}: the broker closed the connection or answered garbage ({_reason(e)}): "
                                f"is protocol {security.protocol} what this port speaks?"
                                f"{_cert_hint(e, security)}") from None
-    r.int32()  # correlation id
-    error = r.int16()
-    if error != wire.NONE:
-        raise KafkaAccessError(f"{where}: ApiVersions failed with Kafka error code {error}")
-    versions = {}
-    for _ in range(r.int32()):
-        key, _low, high = r.int16(), r.int16(), r.int16()
-        versions[key] = high
-    return versions
 
 
-def _authenticate(sock: socket.socket, host: str, where: str, security: KafkaSecurity, config: dict,
-                  versions: dict, client_id: str) -> None:
-    """SaslHandshake v1, then SaslAuthenticate rounds driven by kafka-python's own mechanism (the
-    same client code the producer and consumers run)."""
-    from kafka.net.sasl import get_sasl_mechanism
-
+def _authenticate(conn: _Connection, host: str, where: str, security: KafkaSecurity, config: dict,
+                  versions: dict) -> None:
+    """SaslHandshake v1, then SaslAuthenticate v1 rounds driven by kafka-python's own mechanism
+    (the same client code the producer and consumers run)."""
     mech, user = security.sasl_mechanism, security.username
     if versions.get(wire.SASL_HANDSHAKE, -1) < 1 or versions.get(wire.SASL_AUTHENTICATE, -1) < 1:
         raise KafkaAccessError(f"{where}: the broker does not offer SASL (SaslHandshake v1 / SaslAuthenticate v1)")
-    sock.sendall(wire.request(wire.SASL_HANDSHAKE, 1, 2, client_id, wire.Writer().string(mech)))
-    r = wire.Reader(wire.read_frame(sock))
-    r.int32()
+    try:
+        _sasl_exchange(conn, host, where, mech, user, config)
+    except (KafkaAccessError, TimeoutError):
+        raise
+    except (ConnectionError, ssl.SSLError, wire.WireError) as e:
+        raise KafkaAccessError(f"{where}: the broker closed the connection during SASL {mech} authentication "
+                               f"of user {user!r} ({_reason(e)})") from None
+    log.debug("%s: authenticated as %r (%s)", where, user, mech)
+
+
+def _sasl_exchange(conn: _Connection, host: str, where: str, mech: str, user: str, config: dict) -> None:
+    from kafka.net.sasl import get_sasl_mechanism
+
+    r = conn.call(wire.SASL_HANDSHAKE, 1, wire.Writer().string(mech))
     error = r.int16()
     enabled = [r.string() for _ in range(r.int32())]
     if error != wire.NONE:
         raise KafkaAccessError(f"{where}: SASL mechanism {mech} is not enabled on the broker "
                                f"(it offers {', '.join(filter(None, enabled)) or 'none'})")
     mechanism = get_sasl_mechanism(mech)(host=host, **config)
-    correlation = 3
     while not mechanism.is_done():
-        body = wire.Writer().bytes_(mechanism.auth_bytes())
-        sock.sendall(wire.request(wire.SASL_AUTHENTICATE, 1, correlation, client_id, body))
-        correlation += 1
-        r = wire.Reader(wire.read_frame(sock))
-        r.int32()
+        r = conn.call(wire.SASL_AUTHENTICATE, 1, wire.Writer().bytes_(mechanism.auth_bytes()))
         error, message, auth_bytes = r.int16(), r.string(), r.bytes_()
         if error != wire.NONE:
             detail = f": {message}" if message else ""
@@ -208,7 +250,6 @@ def _authenticate(sock: socket.socket, host: str, where: str, security: KafkaSec
                                    f"({type(e).__name__}): not the server holding this user's credentials?") from None
     if not mechanism.is_authenticated():
         raise KafkaAccessError(f"{where}: SASL authentication failed for user {user!r} ({mech})")
-    log.debug("%s: authenticated as %r (%s)", where, user, mech)
 
 
 def _reason(e: BaseException) -> str:
