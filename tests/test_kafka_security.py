@@ -193,3 +193,8 @@ def test_a_port_that_never_answers_is_an_error_within_the_bound(protocol: str, t
         with pytest.raises(KafkaAccessError, match="no answer within the connect timeout"):
             check_access(bootstrap, security, timeout_s=2)
         assert time.monotonic() - started < 5
+
+
+def test_tls_client_on_a_plaintext_port_is_a_clear_error(sasl_proxy, tls_files: TlsFiles):
+    message = _refused(sasl_proxy.bootstrap, KafkaSecurity(protocol="SSL", ca_file=str(tls_files.ca)))
+    assert "TLS handshake failed" in message and "does this port speak TLS?" in message

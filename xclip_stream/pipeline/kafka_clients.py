@@ -180,7 +180,8 @@ def _tls_handshake(sock: socket.socket, host: str, where: str, security: KafkaSe
         raise KafkaAccessError(f"{where}: TLS certificate verification failed ({e.verify_message}; "
                                f"ca_file={ca}, check_hostname={security.check_hostname})") from None
     except ssl.SSLError as e:
-        raise KafkaAccessError(f"{where}: TLS handshake failed: {_reason(e)}{_cert_hint(e, security)}") from None
+        hint = _cert_hint(e, security) if "ALERT" in str(e).upper() else " (does this port speak TLS?)"
+        raise KafkaAccessError(f"{where}: TLS handshake failed: {_reason(e)}{hint}") from None
     except ConnectionError as e:
         raise KafkaAccessError(f"{where}: the broker closed the connection during the TLS handshake "
                                f"({_reason(e)}){_cert_hint(e, security)}") from None
@@ -267,8 +268,8 @@ def _cert_hint(e: BaseException, security: KafkaSecurity) -> str:
         return ""
     reason = str(getattr(e, "reason", None) or e).upper()
     alert = isinstance(e, ssl.SSLError) and any(a in reason for a in _CLIENT_CERT_ALERTS)
-    if not alert and not isinstance(e, (ConnectionError, wire.WireError)):
-        return ""
+    if not alert and not isinstance(e, (ssl.SSLError, ConnectionError, wire.WireError)):
+        return ""  # a refusal after the handshake without an alert (an EOF, a reset) may still be it
     if not security.cert_file:
         verb = "requires" if alert else "may require"
         return f" (the broker {verb} a client certificate: set kafka.security.cert_file and key_file)"
