@@ -32,6 +32,7 @@ config = RayConfig.model_validate_json(sys.argv[1])
 token = open(config.token_file).read().strip() if config.token_file else None
 init_ray(config=config)
 try:
+    task = ray.get(ray.remote(lambda: "ran").options(num_cpus=0).remote(), timeout=60)  # the cluster works
     me = psutil.Process()
     listening = set()
     for proc in [me, *me.children(recursive=True)]:
@@ -49,7 +50,7 @@ try:
             calls[name] = "OK"
         except grpc.RpcError as e:
             calls[name] = e.code().name
-    print("RESULT " + json.dumps({"listening": sorted(listening), "gcs": gcs, "calls": calls}))
+    print("RESULT " + json.dumps({"listening": sorted(listening), "gcs": gcs, "calls": calls, "task": task}))
 finally:
     ray.shutdown()
 """
@@ -72,6 +73,7 @@ def test_a_local_cluster_listens_on_loopback_only(tmp_path: Path):
     exposed = [entry for entry in result["listening"] if not is_loopback(entry[1])]
     assert not exposed, f"Ray processes listening beyond loopback: {exposed}"
     assert is_loopback(result["gcs"].rpartition(":")[0])
+    assert result["task"] == "ran"
 
 
 def test_a_network_cluster_requires_its_token(tmp_path: Path):
@@ -82,6 +84,7 @@ def test_a_network_cluster_requires_its_token(tmp_path: Path):
     gcs_listeners = [ip for name, ip, _ in result["listening"] if name == "gcs_server"]
     assert gcs_listeners and not all(is_loopback(ip) for ip in gcs_listeners), result["listening"]
     assert result["calls"] == {"no_token": "UNAUTHENTICATED", "token": "OK"}
+    assert result["task"] == "ran"  # our own workers got the token
     assert not (tmp_path / ".ray" / "auth_token").exists()  # the given token was used, none generated
 
 
