@@ -110,7 +110,7 @@ def _need_stunnel() -> None:
 
 
 @pytest.fixture(scope="session")
-def tls_bootstrap(tls_files: TlsFiles, tmp_path_factory) -> Iterator[str]:
+def tls_bootstrap(tls_files: TlsFiles) -> Iterator[str]:
     """Kafka over TLS: stunnel (server certificate from the test CA) in front of a Tansu broker."""
     _need_stunnel()
     port = free_port()

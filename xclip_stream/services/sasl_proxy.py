@@ -99,7 +99,7 @@ class ScramServer:
         binding = base64.b64encode(self.gs2_header.encode("utf-8")).decode("ascii")
         if attrs.get("c") != binding or attrs.get("r") != self.nonce or not proof_attr:
             raise AuthFailed("client-final message with a wrong nonce or channel binding")
-        auth_message = f"{self.client_first_bare},{self.server_first},{without_proof}".encode("utf-8")
+        auth_message = f"{self.client_first_bare},{self.server_first},{without_proof}".encode()
         signature = hmac.new(self.credential.stored_key, auth_message, self.hash_name).digest()
         try:
             proof = base64.b64decode(proof_attr, validate=True)
