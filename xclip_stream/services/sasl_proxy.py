@@ -59,9 +59,10 @@ class ScramServer:
     """One SCRAM exchange, server side: ``step(client-first) -> server-first``, then
     ``step(client-final) -> server-final``; AuthFailed on a bad proof or a malformed message."""
 
-    def __init__(self, mechanism: str, credentials: dict[str, ScramCredential]):
+    def __init__(self, mechanism: str, credentials: dict[str, ScramCredential], nonce_suffix: str | None = None):
         self.hash_name = _HASHES[mechanism]
         self.credentials = credentials
+        self.nonce_suffix = nonce_suffix  # fixed only to replay the RFC's example; random otherwise
         self.state = 0
         self.user: str | None = None
 
@@ -87,7 +88,7 @@ class ScramServer:
             raise AuthFailed("client-first message without a nonce")
         # An unknown user gets a made-up salt and fails at the proof, so names cannot be probed.
         self.credential = self.credentials.get(self.user) or scram_credential(os.urandom(8).hex(), self.hash_name)
-        self.nonce = client_nonce + base64.b64encode(os.urandom(18)).decode("ascii")
+        self.nonce = client_nonce + (self.nonce_suffix or base64.b64encode(os.urandom(18)).decode("ascii"))
         self.client_first_bare = bare
         self.server_first = (f"r={self.nonce},s={base64.b64encode(self.credential.salt).decode('ascii')},"
                              f"i={self.credential.iterations}")
