@@ -4,11 +4,16 @@ against real proxies in front of real Tansu brokers, and clear, bounded errors w
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.kafka_security_fixtures import KEY_PASSWORD, USERS, TlsFiles
 from xclip_stream.pipeline.kafka_clients import KafkaAccessError, check_access, create_topics
@@ -198,3 +203,23 @@ def test_a_port_that_never_answers_is_an_error_within_the_bound(protocol: str, t
 def test_tls_client_on_a_plaintext_port_is_a_clear_error(sasl_proxy, tls_files: TlsFiles):
     message = _refused(sasl_proxy.bootstrap, KafkaSecurity(protocol="SSL", ca_file=str(tls_files.ca)))
     assert "TLS handshake failed" in message and "does this port speak TLS?" in message
+
+
+def test_the_cli_reports_a_refused_password_and_exits_2(sasl_proxy, tmp_path):
+    """Through ``xclip-stream run --config``: the check runs before Ray starts, so this is quick."""
+    wrong = tmp_path / "password"
+    wrong.write_text("hunter2\n")
+    config = _config({"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512", "username": "alice",
+                      "password_file": str(wrong)})
+    config["kafka"].update(bootstrap=sasl_proxy.bootstrap, connect_timeout_s=ERROR_BOUND_S)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "xclip_stream.cli", "run", "--config", str(path)], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
+                          timeout=ERROR_BOUND_S + 50)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: kafka {sasl_proxy.bootstrap}: SASL authentication failed for user 'alice' (SCRAM-SHA-512)" \
+        in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr

@@ -112,6 +112,8 @@ def run_pipeline(
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
+    if config.kafka:  # before Ray starts: a refused connection is a clear error, in bounded time
+        check_access(config.kafka.bootstrap, config.kafka.security, config.kafka.connect_timeout_s)
     started_ray = init_ray(ray_address, log_to_driver, config.ray)
     previous = _install_signal_handlers(stop)
     supervisor = None
@@ -121,7 +123,6 @@ def run_pipeline(
         model = ModelInfo.read(config.model.path)
         if config.kafka:
             kafka = config.kafka
-            check_access(kafka.bootstrap, kafka.security, kafka.connect_timeout_s)  # a clear error, in bounded time
             create_topics(kafka.bootstrap, {kafka.events_topic: 4, kafka.dead_letter_topic: 1}, kafka.security)
             if kafka.control_topic:
                 control = ControlTopic(kafka.bootstrap, kafka.control_topic, kafka.security)
