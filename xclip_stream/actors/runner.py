@@ -122,10 +122,10 @@ def run_pipeline(
     try:
         model = ModelInfo.read(config.model.path)
         if config.kafka:
-            kafka = config.kafka
-            create_topics(kafka.bootstrap, {kafka.events_topic: 4, kafka.dead_letter_topic: 1}, kafka.security)
-            if kafka.control_topic:
-                control = ControlTopic(kafka.bootstrap, kafka.control_topic, kafka.security)
+            create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1},
+                          config.kafka.security)
+            if config.kafka.control_topic:
+                control = ControlTopic(config.kafka.bootstrap, config.kafka.control_topic, config.kafka.security)
         deployed = True  # from here on, a half-made deployment is removed too
         deploy(config.model, config.serve)
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
