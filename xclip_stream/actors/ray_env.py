@@ -51,13 +51,15 @@ def apply(config: RayConfig) -> dict[str, str]:
         os.environ[CLUSTER_ENV] = "0"
     else:
         os.environ[CLUSTER_ENV] = "1"
-        if os.environ.get(AUTH_MODE_ENV) != "token":
-            log.info("ray.listen=all: token authentication switched on")
         os.environ[AUTH_MODE_ENV] = "token"
         if config.token_file:
             if not os.access(config.token_file, os.R_OK):
                 raise ValueError(f"ray.token_file: cannot read {config.token_file}")
             os.environ[TOKEN_PATH_ENV] = config.token_file
+        source = config.token_file or ("RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else
+                                       os.environ.get(TOKEN_PATH_ENV) or "~/.ray/auth_token (made if missing)")
+        log.warning("ray.listen=all: the Ray cluster listens on the network (node ip %s) with token "
+                    "authentication; token from %s", config.node_ip or "auto", source)
     _sync_imported_ray(config.listen == "all")
     keys = [*DEFAULTS, *([TOKEN_PATH_ENV] if TOKEN_PATH_ENV in os.environ else [])]
     return {key: os.environ[key] for key in keys}
