@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# System packages the tests and the demo use: gst-rtsp-server (a real RTSP camera). Idempotent;
+# System packages the tests and the demo use: gst-rtsp-server (a real RTSP camera), stunnel4 (TLS in
+# front of the test Kafka broker). Idempotent;
 # installs only what is missing, with apt-get, and only when it can (root or passwordless sudo).
 set -euo pipefail
-PACKAGES=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad python3-gi)
+PACKAGES=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad python3-gi stunnel4)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
-    echo "system-deps: no apt-get; install gst-rtsp-server + PyGObject for the RTSP tests: ${missing[*]}" >&2
+    echo "system-deps: no apt-get; install gst-rtsp-server + PyGObject (RTSP tests) and stunnel4 (Kafka TLS tests): ${missing[*]}" >&2
     exit 0
 fi
 SUDO=""

@@ -18,7 +18,7 @@ import pytest
 from xclip_stream.model.tokenizer import clip_vocab_from_bpe, write_vocab_files
 
 # Fixtures for real services live beside their tests' concerns: cameras (RTSP, MJPEG, HLS) and Kafka.
-pytest_plugins = ["tests.camera_fixtures", "tests.kafka_fixtures"]
+pytest_plugins = ["tests.camera_fixtures", "tests.kafka_fixtures", "tests.kafka_security_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"

@@ -13,7 +13,8 @@ from pathlib import Path
 from kafka import KafkaConsumer
 
 from xclip_stream.actors.runner import run_pipeline
-from xclip_stream.schemas.config import parse_config
+from xclip_stream.pipeline.kafka_clients import client_config
+from xclip_stream.schemas.config import KafkaSecurity, parse_config
 
 LABELS = ["a person walking", "a person running", "a car"]
 
@@ -71,9 +72,10 @@ class PipelineThread:
 class TopicReader:
     """Reads a topic from the beginning and keeps every record (value as JSON when it parses)."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, security: KafkaSecurity | None = None):
         self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=200)
+                                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=200,
+                                      **client_config(security))
         self.records = []
 
     def read_until(self, done, timeout: float = 90.0, what: str = "events") -> list:

@@ -14,6 +14,7 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from xclip_stream.pipeline.kafka_clients import create_topics
 from xclip_stream.pipeline.kafka_io import (
     FRAME_HEADERS,
     BadMessage,
@@ -26,7 +27,7 @@ from xclip_stream.pipeline.kafka_io import (
     encode_frame_message,
     make_consumer,
 )
-from xclip_stream.services.tansu import TansuBroker, create_topics, tansu_binary
+from xclip_stream.services.tansu import TansuBroker, tansu_binary
 
 SESSION_MS = 2000  # a group join waits about half the session timeout
 

@@ -252,7 +252,7 @@ def test_live_source_faster_than_inference_drops_and_stays_bounded(ray_session, 
 def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_checkpoint, clip, rtsp_camera,
                                                              kafka_bootstrap, kafka_topic, monkeypatch):
     events_topic, control_topic = f"{kafka_topic}-events", f"{kafka_topic}-control"
-    from xclip_stream.services.tansu import create_topics
+    from xclip_stream.pipeline.kafka_clients import create_topics
 
     create_topics(kafka_bootstrap, {control_topic: 1})
     config = pipeline_config(tiny_checkpoint, cameras=[{"id": "gate", "url": str(clip), "loop": True}],

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"classify": classify, "run": run, "train": train}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError) as e:  # ConnectionError: Kafka refused us (no secrets)
         print(f"xclip-stream {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -110,7 +110,7 @@ class KafkaFramesActor:
         consumer = None
         try:
             consumer = make_consumer(self.sink_spec.bootstrap, self.spec.topic, self.spec.group_id,
-                                     session_timeout_ms=self.session_timeout_ms)
+                                     session_timeout_ms=self.session_timeout_ms, security=self.sink_spec.security)
             import time
 
             last_commit = time.monotonic()

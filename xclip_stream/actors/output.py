@@ -6,12 +6,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from ..schemas.config import KafkaSecurity
+
 
 @dataclass(frozen=True)
 class SinkSpec:
     bootstrap: str | None  # None: collect in the actor for the driver to print
     events_topic: str = "xclip.events"
     dead_letter_topic: str = "xclip.deadletter"
+    security: KafkaSecurity | None = None  # file and variable names only: secrets are read by the client
 
 
 class LineBuffer:
@@ -40,6 +43,6 @@ def make_sink(spec: SinkSpec, client_id: str):
     from ..pipeline.kafka_io import JsonLinesSink, KafkaSink
 
     if spec.bootstrap:
-        return KafkaSink(spec.bootstrap, client_id=client_id), None
+        return KafkaSink(spec.bootstrap, client_id=client_id, security=spec.security), None
     buffer = LineBuffer()
     return JsonLinesSink(buffer), buffer

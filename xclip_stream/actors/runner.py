@@ -20,9 +20,11 @@ from ray import serve
 from ..pipeline.control import ControlPlane
 from ..pipeline.control_auth import AuthError, read_secret
 from ..pipeline.control_topic import ControlTopic, make_control_consumer
+from ..pipeline.kafka_clients import check_access, client_config, create_topics
 from ..pipeline.model_check import LabelChecker
 from ..pipeline.scoring import ModelInfo, resolve_model_path
-from ..schemas.config import ConfigError, PipelineConfig, load_config
+from ..schemas.config import ConfigError, PipelineConfig, RayConfig, load_config
+from . import ray_env
 from .output import SinkSpec
 from .replica import APP_NAME, deploy
 from .supervisor import Supervisor
@@ -30,26 +32,23 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 HEALTH_LOG_INTERVAL_S = 60.0
-RAY_ENV = {  # local clusters: loopback only, no token files, no usage reporting
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "1",
-}
 
 
-def init_ray(address: str | None = None, log_to_driver: bool = False) -> bool:
+def init_ray(address: str | None = None, log_to_driver: bool = False, config: RayConfig | None = None) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), else start a local cluster. True if we started it.
 
-    Actor logs stay in Ray's session log folder unless ``log_to_driver``: Ray forwards them to the
-    driver's standard output, which in stdout mode carries the events."""
+    A local cluster listens on loopback only unless ``config.listen`` is ``all``, which turns token
+    authentication on (see ray_env); joining a cluster starts no listener of ours. Actor logs stay
+    in Ray's session log folder unless ``log_to_driver``: Ray forwards them to the driver's
+    standard output, which in stdout mode carries the events."""
     if ray.is_initialized():
         return False
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
+    config = config or RayConfig()
     address = address or os.environ.get("RAY_ADDRESS")
+    worker_env = ray_env.apply(config) if address is None else ray_env.joining()
+    node_ip = {"_node_ip_address": config.node_ip} if address is None and config.node_ip else {}
     ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, logging_level=logging.WARNING,
-             configure_logging=False, runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV}})
+             configure_logging=False, runtime_env={"env_vars": worker_env}, **node_ip)
     return address is None
 
 
@@ -86,18 +85,17 @@ def open_control_topic(config: PipelineConfig, check: Callable[[PipelineConfig],
     """The control topic of ``config`` (kafka.control_topic set), ready to ``start``. Refuses to start
     (ConfigError) when its secret cannot be read: an unauthenticated control topic is an open door."""
     from ..pipeline.sinks import KafkaSink
-    from ..services.tansu import create_topics
 
     assert config.kafka and config.kafka.control_topic and config.control
-    settings, topic = config.control, config.kafka.control_topic
+    settings, topic, security = config.control, config.kafka.control_topic, config.kafka.security
     try:
         secret = read_secret(settings.secret_file, settings.secret_env)
     except AuthError as e:
         raise ConfigError(f"control topic {topic}: {e}") from None
     state_topic = settings.state_topic or f"{topic}.state"
-    create_topics(config.kafka.bootstrap, {topic: 1, state_topic: 1})
-    consumer = make_control_consumer(config.kafka.bootstrap)
-    sink = KafkaSink(config.kafka.bootstrap, client_id="xclip-stream-control")
+    create_topics(config.kafka.bootstrap, {topic: 1, state_topic: 1}, security)
+    consumer = make_control_consumer(config.kafka.bootstrap, **client_config(security))
+    sink = KafkaSink(config.kafka.bootstrap, client_id="xclip-stream-control", security=security)
     plane = ControlPlane(config, settings, secret, check=check)
     return ControlTopic(consumer, sink, plane, secret, topic, state_topic, settings.instance,
                         config.kafka.events_topic)
@@ -113,20 +111,22 @@ def run_pipeline(
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
-    # A model that cannot work is refused before Ray, the replicas or any camera start (exit 2).
+    # A model that cannot work, or a Kafka cluster that refuses us, is a clear error before Ray,
+    # the replicas or any camera start (exit 2), in bounded time.
     model = ModelInfo.read(config.model.path)
     labels = LabelChecker.load(resolve_model_path(config.model.path), config.serve.max_labels)
     labels.check_config(config)
-    started_ray = init_ray(ray_address, log_to_driver)
+    if config.kafka:
+        check_access(config.kafka.bootstrap, config.kafka.security, config.kafka.connect_timeout_s)
+    started_ray = init_ray(ray_address, log_to_driver, config.ray)
     previous = _install_signal_handlers(stop)
     supervisor = None
     control = None
     deployed = False
     try:
         if config.kafka:
-            from ..services.tansu import create_topics
-
-            create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1})
+            create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1},
+                          config.kafka.security)
             if config.kafka.control_topic:
                 control = open_control_topic(config, labels.check_config)
                 config = control.start()  # the control topic's changes, kept across restarts
@@ -134,7 +134,8 @@ def run_pipeline(
         deploy(config.model, config.serve)
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
                         config.kafka.events_topic if config.kafka else "",
-                        config.kafka.dead_letter_topic if config.kafka else "")
+                        config.kafka.dead_letter_topic if config.kafka else "",
+                        config.kafka.security if config.kafka else None)
         supervisor = Supervisor(config, model, sink, config.max_windows)
         supervisor.start()
         watcher = ConfigWatcher(config_path, labels.check_config) if config_path else None

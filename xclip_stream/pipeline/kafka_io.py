@@ -1,8 +1,9 @@
 """Kafka I/O in one import: frame messages in, events and dead letters out, offsets committed.
 
-The code lives in three modules; this one only gathers their public names:
+The code lives in four modules; this one only gathers their public names:
 ``frame_messages`` (frame record format, decoding, dead-letter headers), ``sinks`` (Kafka and JSON
-lines sinks, CloudEvents headers) and ``offsets`` (at-least-once commit tracking, group consumer).
+lines sinks, CloudEvents headers), ``offsets`` (at-least-once commit tracking, group consumer) and
+``kafka_clients`` (TLS/SASL settings of every client, the startup access check, topic creation).
 """
 
 from xclip_stream.pipeline.frame_messages import (
@@ -12,6 +13,7 @@ from xclip_stream.pipeline.frame_messages import (
     decode_frame_message,
     encode_frame_message,
 )
+from xclip_stream.pipeline.kafka_clients import KafkaAccessError, check_access, client_config, create_topics
 from xclip_stream.pipeline.offsets import OffsetTracker, make_consumer
 from xclip_stream.pipeline.sinks import CompletedFuture, JsonLinesSink, KafkaSink, cloudevent_headers
 
@@ -20,9 +22,13 @@ __all__ = [
     "BadMessage",
     "CompletedFuture",
     "JsonLinesSink",
+    "KafkaAccessError",
     "KafkaSink",
     "OffsetTracker",
+    "check_access",
+    "client_config",
     "cloudevent_headers",
+    "create_topics",
     "dead_letter_headers",
     "decode_frame_message",
     "encode_frame_message",

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
 
+from ..schemas.config import KafkaSecurity
+from .kafka_clients import client_config
+
 _RAW_BYTES_ONLY = ("key_deserializer", "value_deserializer")
 
 
@@ -99,7 +102,8 @@ class OffsetTracker:
 
 
 def make_consumer(
-    bootstrap: str, topic: str, group_id: str, session_timeout_ms: int = 10000, **overrides
+    bootstrap: str, topic: str, group_id: str, session_timeout_ms: int = 10000,
+    security: KafkaSecurity | None = None, **overrides
 ) -> KafkaConsumer:
     """A group consumer of raw bytes that commits only when told (see :class:`OffsetTracker`).
 
@@ -110,6 +114,7 @@ def make_consumer(
         raise ValueError(f"make_consumer hands out raw bytes only; remove {', '.join(refused)}")
     config = {
         "bootstrap_servers": bootstrap,
+        **client_config(security),
         "group_id": group_id,
         "client_id": f"{group_id}-consumer",
         "enable_auto_commit": False,

@@ -20,6 +20,9 @@ from kafka.future import Future
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 from kafka.structs import TopicPartition
 
+from ..schemas.config import KafkaSecurity
+from .kafka_clients import client_config
+
 log = logging.getLogger(__name__)
 
 CLOUDEVENTS_SPEC_VERSION = "1.0"
@@ -52,10 +55,12 @@ class KafkaSink:
     """Publishes records with acks=all and an idempotent producer, so a retried send never
     duplicates or reorders a camera's events. The sink owns its producer (and its sender thread)."""
 
-    def __init__(self, bootstrap: str, client_id: str = "xclip-stream", **producer_overrides):
+    def __init__(self, bootstrap: str, client_id: str = "xclip-stream", security: KafkaSecurity | None = None,
+                 **producer_overrides):
         config = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id,
+            **client_config(security),
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 5,

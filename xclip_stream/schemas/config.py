@@ -97,8 +97,75 @@ class KafkaFrames(_Strict):
     options: StreamOptions | None = None
 
 
+class KafkaSecurity(_Strict):
+    """How every Kafka client of the pipeline connects: TLS (``ssl``), SASL, or both.
+
+    Secrets never live in the configuration: a password or key password is named by a file or an
+    environment variable and read when a client is made (in whichever process makes it)."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ca_file: str | None = None  # PEM CA bundle the broker's certificate must chain to; None: system CAs
+    cert_file: str | None = None  # PEM client certificate (mutual TLS)
+    key_file: str | None = None  # its private key (PEM), when not inside cert_file
+    key_password_file: str | None = None
+    key_password_env: str | None = None
+    check_hostname: bool = True  # the broker certificate must name the bootstrap host
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = Field(None, min_length=1)
+    password_file: str | None = None
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_secrets(cls, data):
+        if isinstance(data, dict):
+            for key in ("password", "key_password", "sasl_plain_password", "ssl_password"):
+                if key in data:
+                    raise ValueError(f"'{key}' is not accepted: secrets do not belong in the configuration; "
+                                     f"name a file ({key.removeprefix('sasl_plain_').removeprefix('ssl_')}_file) "
+                                     f"or an environment variable (..._env) instead")
+        return data
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.password_file and self.password_env:
+            raise ValueError("give password_file or password_env, not both")
+        if self.key_password_file and self.key_password_env:
+            raise ValueError("give key_password_file or key_password_env, not both")
+        if self.sasl:
+            missing = [name for name, value in (("sasl_mechanism", self.sasl_mechanism), ("username", self.username),
+                                                ("password_file or password_env",
+                                                 self.password_file or self.password_env)) if not value]
+            if missing:
+                raise ValueError(f"protocol {self.protocol} needs {', '.join(missing)}")
+        else:
+            given = [name for name in ("sasl_mechanism", "username", "password_file", "password_env")
+                     if getattr(self, name)]
+            if given:
+                raise ValueError(f"{', '.join(given)} given but protocol {self.protocol} does not use SASL "
+                                 "(use SASL_PLAINTEXT or SASL_SSL)")
+        tls_fields = [name for name in ("ca_file", "cert_file", "key_file", "key_password_file", "key_password_env")
+                      if getattr(self, name)]
+        if tls_fields and not self.tls:
+            raise ValueError(f"{', '.join(tls_fields)} given but protocol {self.protocol} does not use TLS "
+                             "(use SSL or SASL_SSL)")
+        if (self.key_file or self.key_password_file or self.key_password_env) and not self.cert_file:
+            raise ValueError("a client key needs its certificate: set cert_file")
+        return self
+
+
 class KafkaConfig(_Strict):
     bootstrap: str = Field(min_length=1, pattern=r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$")
+    security: KafkaSecurity = KafkaSecurity()
+    connect_timeout_s: float = Field(15.0, gt=0, le=300)  # startup check: broker reachable and credentials accepted
     events_topic: str = "xclip.events"
     dead_letter_topic: str = "xclip.deadletter"
     control_topic: str | None = None
@@ -189,8 +256,26 @@ class ModelConfig(_Strict):
     cuda_graphs: bool = True  # on a GPU, replay the video encoder from CUDA graphs, one per batch bucket
 
 
+class RayConfig(_Strict):
+    """Where a Ray cluster this pipeline starts listens. ``loopback`` (the default): only this host
+    can reach it. ``all``: other hosts can join, so token authentication is switched on; the token is
+    read from ``token_file``, else Ray's own RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token
+    (generated there if missing). Joining an existing cluster (--ray-address) starts no listener."""
+
+    listen: Literal["loopback", "all"] = "loopback"
+    node_ip: str | None = None  # the address other nodes reach this one at (listen: all)
+    token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.listen == "loopback" and (self.node_ip or self.token_file):
+            raise ValueError("node_ip and token_file apply to listen: all only")
+        return self
+
+
 class PipelineConfig(_Strict):
     model: ModelConfig
+    ray: RayConfig = RayConfig()
     serve: ServeConfig = ServeConfig()
     kafka: KafkaConfig | None = None  # None: events go to standard output as JSON lines
     defaults: StreamOptions = StreamOptions()

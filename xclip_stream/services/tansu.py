@@ -100,9 +100,12 @@ class TansuBroker:
     Use as a context manager, or call :meth:`start` and :meth:`stop`. An object dropped without
     ``stop`` still kills its process when collected or at interpreter exit."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised: str | None = None):
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        # What clients are told to connect to after bootstrap: a TLS or SASL proxy in front of this
+        # broker advertises itself here, so clients never reach the plaintext port directly.
+        self.advertised = advertised or self.bootstrap
         self._log_path = Path(log_path) if log_path else None
         self._own_log: Path | None = None  # a temporary log this object deletes on stop
         self._proc: subprocess.Popen | None = None
@@ -124,14 +127,13 @@ class TansuBroker:
         binary = tansu_binary()
         if _port_open(self.port):
             raise RuntimeError(f"cannot start Tansu on {self.bootstrap}: something already listens there")
-        url = f"tcp://{self.bootstrap}"
         cmd = [
             str(binary),
             "broker",
             "--listener-url",
-            url,
+            f"tcp://{self.bootstrap}",
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}",
             "--storage-engine",
             "memory://tansu/",
         ]
@@ -148,7 +150,7 @@ class TansuBroker:
             if self._proc.poll() is not None:
                 break
             probe_s = min(2.0, max(deadline - time.monotonic(), 0.1))
-            if _port_open(self.port) and _broker_answers(self.bootstrap, probe_s) and self.running:
+            if _port_open(self.port) and self._answers(probe_s) and self.running:
                 log.info("Tansu broker %s ready (pid %d)", self.bootstrap, self._proc.pid)
                 return self
             time.sleep(0.05)
@@ -157,6 +159,19 @@ class TansuBroker:
         self.stop()
         state = f"exited with code {code}" if code is not None else f"did not answer within {timeout:.0f} s"
         raise RuntimeError(f"Tansu broker on {self.bootstrap} {state}: {' '.join(cmd)}\n{tail}")
+
+    def _answers(self, timeout_s: float) -> bool:
+        if self.advertised == self.bootstrap:
+            return _broker_answers(self.bootstrap, timeout_s)
+        # Metadata would send the probe on to the advertised proxy (maybe not up yet, and speaking
+        # TLS or SASL): ApiVersions on the plaintext port shows the broker itself answers.
+        from ..pipeline.kafka_clients import KafkaAccessError, check_access
+
+        try:
+            check_access(self.bootstrap, timeout_s=timeout_s, client_id="xclip-tansu-probe")
+            return True
+        except KafkaAccessError:
+            return False
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the broker, SIGKILL it if it outlives ``grace`` seconds; idempotent."""
@@ -198,33 +213,3 @@ class TansuBroker:
         except OSError:
             return ""
         return f"broker log ({path}):\n{text}" if text else "broker log is empty"
-
-
-def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0) -> None:
-    """Create topics (name -> partitions) on any Kafka cluster (the pipeline's events and
-    dead-letter topics too); topics that already exist are left as they are."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError
-
-    if not topics:
-        return
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="xclip-create-topics", request_timeout_ms=int(timeout * 1000)
-    )
-    try:
-        existing = set(admin.list_topics())
-        # Replicated like a production topic where the cluster allows (3 copies), 1 on a test broker.
-        replicas = max(1, min(3, len(admin.describe_cluster().get("brokers", [])) or 1))
-        wanted = {
-            name: {"num_partitions": n, "replication_factor": replicas}
-            for name, n in topics.items()
-            if name not in existing
-        }
-        if not wanted:
-            return
-        try:
-            admin.create_topics(wanted, timeout_ms=int(timeout * 1000), wait_for_metadata=True)
-        except TopicAlreadyExistsError:
-            pass  # a concurrent creator won the race: the topic exists, which is all we need
-    finally:
-        admin.close()
