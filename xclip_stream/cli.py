@@ -227,6 +227,11 @@ def run(args: argparse.Namespace) -> int:
     for key, health in sorted(finished.items()):
         keep = {k: v for k, v in (health or {}).items() if k != "latency_ms"}
         print(f"xclip-stream run: {key}: {json.dumps(keep)}", file=sys.stderr)
+    undelivered = sum((health or {}).get("events_undelivered", 0) for health in finished.values())
+    if undelivered:
+        print(f"xclip-stream run: error: {undelivered} events were never acknowledged by the sink",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import TextIO
 import ray
 from ray import serve
 
+from ..pipeline.backoff import Stopped, retry
 from ..pipeline.control import apply_control, parse_control
 from ..pipeline.scoring import ModelInfo
 from ..schemas.config import ConfigError, PipelineConfig, load_config
@@ -124,9 +125,13 @@ def run_pipeline(
         if config.kafka:
             from ..services.tansu import create_topics
 
-            create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1})
+            # A broker still booting (or down) delays the start, one log line per attempt.
+            bootstrap, unreachable = config.kafka.bootstrap, kafka_unreachable_errors()
+            retry(lambda: create_topics(bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1}),
+                  f"kafka {bootstrap}", stop, unreachable)
             if config.kafka.control_topic:
-                control = ControlTopic(config.kafka.bootstrap, config.kafka.control_topic)
+                control = retry(lambda: ControlTopic(bootstrap, config.kafka.control_topic), f"kafka {bootstrap}",
+                                stop, unreachable)
         deployed = True  # from here on, a half-made deployment is removed too
         deploy(config.model, config.serve)
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
@@ -154,6 +159,9 @@ def run_pipeline(
         supervisor.stop()
         _write(out, supervisor.take_output())
         return supervisor.finished
+    except Stopped:
+        log.warning("stopped before the pipeline started")
+        return {}
     finally:
         _restore_signal_handlers(previous)
         if control:
@@ -171,6 +179,13 @@ def run_pipeline(
             serve.shutdown()
             gc.collect()
             ray.shutdown()
+
+
+def kafka_unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What a client raises while the broker cannot be reached (retried at start; others are raised)."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable
+
+    return (KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable, OSError)
 
 
 def _write(out: TextIO, lines: list[str]) -> None:

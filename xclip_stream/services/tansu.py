@@ -209,7 +209,8 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0)
     if not topics:
         return
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="xclip-create-topics", request_timeout_ms=int(timeout * 1000)
+        bootstrap_servers=bootstrap, client_id="xclip-create-topics", request_timeout_ms=int(timeout * 1000),
+        bootstrap_timeout_ms=int(timeout * 1000),  # an unreachable broker fails this call after ``timeout``
     )
     try:
         existing = set(admin.list_topics())
