@@ -183,9 +183,9 @@ def run_pipeline(
 
 def kafka_unreachable_errors() -> tuple[type[BaseException], ...]:
     """What a client raises while the broker cannot be reached (retried at start; others are raised)."""
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList
 
-    return (KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable, OSError)
+    return (KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList, OSError)
 
 
 def _write(out: TextIO, lines: list[str]) -> None:
