@@ -159,16 +159,23 @@ def test_durable_broker_restart_loses_no_acknowledged_record(tmp_path):
         with broker:
             create_topics(broker.bootstrap, {"ev": 1})
             delivery, acked = kafka_delivery(broker.bootstrap, "durable"), []
-            submit_numbered(delivery, "ev", range(100), acked)
-            assert delivery.drain(30)
-            submit_numbered(delivery, "ev", range(100, 200), acked)
+
+            def steady():  # 100 records a second for 3 s: the kill lands mid-produce
+                for i in range(300):
+                    submit_numbered(delivery, "ev", [i], acked)
+                    time.sleep(0.01)
+
+            producer = threading.Thread(target=steady)
+            producer.start()
+            time.sleep(1.0)
+            at_kill = len(acked)
             broker.kill()
             broker.start()
-            submit_numbered(delivery, "ev", range(200, 300), acked)
+            producer.join()
             assert delivery.drain(60), delivery.stats
             assert delivery.close(5) == 0
             values = [int(r.value) for r in read_topic(broker.bootstrap, "ev", 300, timeout=30)]
-    assert sorted({i for i, _ in acked}) == list(range(300))
+    assert 0 < at_kill < 300 and sorted({i for i, _ in acked}) == list(range(300))
     missing = set(range(300)) - set(values)
     broker_lost = {i for i, meta in acked if i in missing and getattr(meta, "offset", 0) < 0}
     assert missing == broker_lost, f"lost without the broker's sign (offset -1): {sorted(missing - broker_lost)}"
