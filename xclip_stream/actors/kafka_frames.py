@@ -180,14 +180,21 @@ class KafkaFramesActor:
                 for tp_, offset, _ in held:
                     self.tracker.hold(tp_, offset)
                 self.window_refs[(camera, window.index)] = held
+                # Frames no later window contains are done with the ring now, not when pushed out:
+                # the commit point then sits at the next window's first frame, so a member that
+                # takes this partition over cuts the same windows (the same event ids) again.
+                for s in window.frame_seqs[:stage.buffer.hop]:
+                    tp_, offset, _ = self.refs.pop((camera, s))
+                    self.tracker.release(tp_, offset)
             self.stats["windows"] += 1
             self.pending.put(window)  # blocks while the model is behind: the topic slows down
 
     def _new_stage(self, camera: str) -> WindowStage:
         def evicted(seq: int) -> None:
             with self.lock:
-                tp, offset, _ = self.refs.pop((camera, seq))
-                self.tracker.release(tp, offset)
+                entry = self.refs.pop((camera, seq), None)  # None: released when its last window was cut
+                if entry is not None:
+                    self.tracker.release(entry[0], entry[1])
 
         stage = WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
                             self.options.hop, self.options.max_gap_seconds, on_evict=evicted)
