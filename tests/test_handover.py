@@ -32,7 +32,9 @@ def test_revoke_commits_what_is_done_forgets_and_drops():
     tracker = tracker_with({"p0": [5, 6], "p1": [3]}, {"p0": 5, "p1": 3})
     commits, drops = [], []
     handover = HandOver(tracker, commits.append, drops.append)
-    handover.on_partitions_revoked({"p0"})
+    handover.on_partitions_revoked({"p0"})  # on the consumer's IO thread: noted only
+    assert commits == [] and tracker.outstanding() == 3
+    assert handover.settle() == {"p0"} and handover.settle() == set()
     assert commits == [{"p0": 5}]  # only the revoked partition, up to its first unfinished record
     assert drops == [{"p0"}] and handover.revocations == 1
     assert tracker.release("p0", 5) is False  # a late acknowledgement of a revoked window: no effect
@@ -47,7 +49,9 @@ def test_a_failed_commit_on_revoke_is_logged_not_raised(caplog):
         raise RuntimeError("the group rebalanced")
 
     with caplog.at_level(logging.WARNING, "xclip_stream.pipeline.offsets"):
-        HandOver(tracker, refused, lambda _: None, "m#0").on_partitions_revoked({"p0"})
+        handover = HandOver(tracker, refused, lambda _: None, "m#0")
+        handover.on_partitions_revoked({"p0"})
+        handover.settle()
     assert "m#0: commit of revoked partitions failed (RuntimeError" in caplog.text
     assert tracker.outstanding() == 0  # forgotten all the same: the new owner re-reads
 
@@ -56,6 +60,7 @@ def test_empty_revocation_does_nothing():
     commits = []
     handover = HandOver(OffsetTracker(), commits.append, commits.append)
     handover.on_partitions_revoked(set())
+    assert handover.settle() == set()
     assert commits == [] and handover.revocations == 0
 
 

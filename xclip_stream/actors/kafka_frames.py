@@ -131,6 +131,7 @@ class KafkaFramesActor:
                 began = time.monotonic()
                 batches = consumer.poll(timeout_ms=200, max_records=64)
                 self.idle.waited(time.monotonic() - began)
+                handover.settle()  # partitions revoked during that poll, before its records
                 self.stats["revocations"] = handover.revocations
                 for tp, records in batches.items():
                     for record in records:

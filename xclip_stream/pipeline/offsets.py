@@ -103,14 +103,17 @@ class OffsetTracker:
 
 
 class HandOver(ConsumerRebalanceListener):
-    """What a member does when a rebalance takes partitions away (on the consumer's poll thread).
+    """What a member does when a rebalance takes partitions away.
 
-    It commits what is done of the revoked partitions, then forgets them, so late acknowledgements
-    of their windows change nothing, and ``drop`` lets the owner discard the frames and windows it
-    still holds from them: the new owner re-reads everything after the commit. Without the forget,
-    a partition assigned back after an (eager) rebalance is re-read from its commit point into a
-    tracker that still holds those offsets. A failed commit is logged, never raised: the member
-    rejoins, and at worst the new owner re-reads a little more."""
+    kafka-python 3 calls the listener on its IO thread, where a blocking commit is refused and the
+    member's own state (rings, queued windows) belongs to the poll thread; so the listener only
+    notes the revoked partitions, and the poll thread calls :meth:`settle` after each ``poll()``,
+    before it handles the records that poll returned. Settling commits what is done of the revoked
+    partitions, forgets them (late acknowledgements of their windows then change nothing) and has
+    ``drop`` discard the frames and windows still held from them: their next owner, this member
+    again after an eager rebalance, re-reads from the commit point. Without the forget, a re-read
+    record would meet its own still-outstanding offset. A failed commit is logged, never raised:
+    at worst the next owner re-reads a little more."""
 
     def __init__(self, tracker: OffsetTracker, commit: Callable[[dict], None],
                  drop: Callable[[set], None], name: str = "consumer"):
@@ -119,26 +122,36 @@ class HandOver(ConsumerRebalanceListener):
         self.drop = drop
         self.name = name
         self.revocations = 0
+        self._lock = threading.Lock()
+        self._revoked: set = set()
 
     def on_partitions_revoked(self, revoked) -> None:
-        revoked = set(revoked)
+        """(Consumer IO thread.)"""
+        with self._lock:
+            self._revoked |= set(revoked)
+        log.info("%s: partitions revoked: %s", self.name, sorted(str(tp) for tp in revoked))
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("%s: partitions assigned: %s", self.name, sorted(str(tp) for tp in assigned))
+
+    def settle(self) -> set:
+        """(Poll thread.) Hand over what was revoked since the last call; returns those partitions."""
+        with self._lock:
+            revoked, self._revoked = self._revoked, set()
         if not revoked:
-            return
+            return revoked
         self.revocations += 1
         offsets = self.tracker.committable(revoked)
         if offsets:
             try:
                 self.commit(offsets)
                 self.tracker.mark_committed(offsets)
-            except Exception as e:  # noqa: BLE001 - the group moved on; the new owner re-reads
+            except Exception as e:  # noqa: BLE001 - the group moved on; the next owner re-reads
                 log.warning("%s: commit of revoked partitions failed (%s: %s); they are re-read from the "
                             "last commit", self.name, type(e).__name__, e)
         self.tracker.forget(revoked)
         self.drop(revoked)
-        log.info("%s: partitions revoked: %s", self.name, sorted(str(tp) for tp in revoked))
-
-    def on_partitions_assigned(self, assigned) -> None:
-        log.info("%s: partitions assigned: %s", self.name, sorted(str(tp) for tp in assigned))
+        return revoked
 
 
 def make_consumer(
