@@ -129,7 +129,7 @@ def test_broker_down_at_start_is_waited_for(ray_session, tiny_checkpoint, tmp_pa
     with caplog.at_level(logging.WARNING, "xclip_stream.pipeline.backoff"):
         run = PipelineThread(config).__enter__()
         try:
-            time.sleep(6)
+            time.sleep(8)  # more than one attempt (5 s each) fails
             assert run.thread.is_alive() and run.error is None
             with TansuBroker(port=port, log_path=tmp_path / "broker.log") as broker:
                 reader = TopicReader(broker.bootstrap, "ev")

@@ -27,6 +27,7 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 HEALTH_LOG_INTERVAL_S = 60.0
+KAFKA_ATTEMPT_S = 5.0  # one attempt to reach the broker at start; failed attempts are retried
 RAY_ENV = {  # local clusters: loopback only, no token files, no usage reporting
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -127,8 +128,8 @@ def run_pipeline(
 
             # A broker still booting (or down) delays the start, one log line per attempt.
             bootstrap, unreachable = config.kafka.bootstrap, kafka_unreachable_errors()
-            retry(lambda: create_topics(bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1}),
-                  f"kafka {bootstrap}", stop, unreachable)
+            retry(lambda: create_topics(bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1},
+                                        timeout=KAFKA_ATTEMPT_S), f"kafka {bootstrap}", stop, unreachable)
             if config.kafka.control_topic:
                 control = retry(lambda: ControlTopic(bootstrap, config.kafka.control_topic), f"kafka {bootstrap}",
                                 stop, unreachable)
