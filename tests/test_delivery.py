@@ -5,8 +5,12 @@ Brokers here are real Tansu processes of their own (the session broker is never 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
@@ -21,6 +25,7 @@ from xclip_stream.services.s3 import S3Emulator
 from xclip_stream.services.tansu import TansuBroker, create_topics, free_port
 
 FAST = Backoff(initial=0.05, maximum=0.2)
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class FlakySink:
@@ -211,3 +216,18 @@ def test_retry_gives_up_when_stopped():
     threading.Timer(0.3, stop.set).start()
     with pytest.raises(Stopped):
         retry(lambda: 1 / 0, "nothing", stop, retry_on=(ZeroDivisionError,), backoff=FAST)
+
+
+def test_cli_run_exits_non_zero_when_events_were_never_acknowledged(tmp_path):
+    # The pipeline itself is replaced (the boundary here): it reports a camera stopped with 2 events
+    # its sink never acknowledged. A real run of that case is in test_pipeline_faults.py.
+    script = (
+        "import sys, xclip_stream.actors.runner as runner\n"
+        "runner.run_pipeline = lambda *a, **k: {'camera:porch': {'windows_scored': 3, 'events_undelivered': 2}}\n"
+        "from xclip_stream.cli import main\n"
+        "sys.exit(main(['run', '--source', 'porch=x.mp4', '--labels', 'a car', '--model', 'm']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "2 events were never acknowledged by the sink" in proc.stderr

@@ -168,3 +168,27 @@ def test_camera_does_not_finish_while_its_events_are_undelivered(ray_session, ti
             run.thread.join(60)
     health = result["camera:porch"]
     assert health["events_undelivered"] > 0, health
+
+
+def test_stopped_frame_member_ends_open_incidents_and_commits(ray_session, tiny_checkpoint, kafka_bootstrap,
+                                                              kafka_topic):
+    frames_topic, events_topic = f"{kafka_topic}-frames", f"{kafka_topic}-events"
+    produce(kafka_bootstrap, frames_topic, ["cam-s"], range(16))  # 4 windows
+    config = pipeline_config(tiny_checkpoint, cameras=[], kafka={
+        "bootstrap": kafka_bootstrap, "events_topic": events_topic, "session_timeout_ms": 3000,
+        # No idle release before the stop (a long gap), and incidents that only a flush can end.
+        "frames": [{"topic": frames_topic, "group_id": kafka_topic, "options": {"max_gap_seconds": 600}}]})
+    config["labels"]["default_thresholds"] = {"on": 0.0, "off": 0.0}
+    reader = TopicReader(kafka_bootstrap, events_topic)
+    with PipelineThread(config) as run:
+        reader.read_until(lambda ev: len(by_camera(ev).get("cam-s", [])) >= 4, what="the 4 windows")
+        time.sleep(1.5)  # one commit interval
+        assert not [e for e in reader.values() if e["event_type"] == "xclip.activity.end"]
+    events = reader.read_until(lambda ev: any(e["event_type"] == "xclip.activity.end" for e in ev), timeout=30,
+                               what="incidents ended on stop")
+    reader.close()
+    started = {e["incident_id"] for e in events if e["event_type"] == "xclip.activity.start"}
+    ended = {e["incident_id"] for e in events if e["event_type"] == "xclip.activity.end"}
+    assert started and started == ended
+    assert 16 in committed(kafka_bootstrap, kafka_topic).values()  # its partition, committed to the end
+    assert run.result[f"frames:{frames_topic}#0"]["events_undelivered"] == 0
