@@ -128,6 +128,9 @@ class KafkaFramesActor:
                                      session_timeout_ms=self.session_timeout_ms, listener=handover)
             last_commit = time.monotonic()
             while not self.stopping.is_set():
+                if self.delivery.congested:  # the sink is behind or down: read no more (dead letters)
+                    self.stopping.wait(0.1)
+                    continue
                 began = time.monotonic()
                 batches = consumer.poll(timeout_ms=200, max_records=64)
                 self.idle.waited(time.monotonic() - began)
