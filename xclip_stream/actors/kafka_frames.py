@@ -224,11 +224,11 @@ class KafkaFramesActor:
             offsets = self.tracker.committable()
         if not offsets:
             return
-        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.errors import KafkaError
 
         try:
             self._commit_offsets(consumer, offsets)
-        except (CommitFailedError, KafkaError) as e:  # a rebalance or a broker hiccup: try again later
+        except KafkaError as e:  # CommitFailedError in a rebalance, or a broker hiccup: next interval
             self.stats["commit_failures"] += 1
             log.warning("%s: commit failed (%s: %s); retried at the next interval", self.name, type(e).__name__, e)
             return
@@ -248,7 +248,7 @@ class KafkaFramesActor:
         if not self.scored_all.wait(timeout=120):
             log.warning("%s: windows still in flight at shutdown; their frames will be re-read", self.name)
         for builder in list(self.builders.values()):
-            send_events(self.delivery, self.sink_spec.events_topic, builder.flush())
+            self._flush_builder(builder)
         if not self.delivery.drain(STOP_DELIVERY_S):
             log.error("%s: %d events unacknowledged at shutdown; their frames stay uncommitted",
                       self.name, self.delivery.backlog)
@@ -289,14 +289,32 @@ class KafkaFramesActor:
 
     # -- scoring side (the actor's event loop) ---------------------------------------------------
     def _end_incidents(self, camera: str, drop: bool) -> None:
-        """End a camera's open incidents once its last windows are scored (in window order);
-        ``drop`` forgets its builder too. After shutdown began, ``_drain_and_close`` ends them all."""
+        """End a camera's open incidents. Idle (``drop`` False): once its last windows are scored, in
+        window order. Handed over (``drop``): now, forgetting its builder, so windows it sends later
+        (if its partition comes back) start afresh. After shutdown began, ``_drain_and_close`` ends
+        them all."""
         if self.scored_all.is_set():
+            return
+        if drop:
+            self._flush_builder(self.builders.pop(camera, None))
+            self.aio.call_later(0.5, self._end_stragglers, camera)
             return
         if self.loop.in_flight_for(camera) or self.pending.holds(camera):
             self.aio.call_later(0.2, self._end_incidents, camera, drop)
             return
-        builder = self.builders.pop(camera, None) if drop else self.builders.get(camera)
+        self._flush_builder(self.builders.get(camera))
+
+    def _end_stragglers(self, camera: str) -> None:
+        """Windows cut before a hand-over but scored after it may have opened incidents here: end
+        them once those windows are done, unless the camera's partition came back to this member."""
+        if self.scored_all.is_set():
+            return
+        if self.loop.in_flight_for(camera):
+            self.aio.call_later(0.5, self._end_stragglers, camera)
+        elif camera not in self.camera_tps:
+            self._flush_builder(self.builders.pop(camera, None))
+
+    def _flush_builder(self, builder: EventBuilder | None) -> None:
         if builder is not None:
             send_events(self.delivery, self.sink_spec.events_topic, builder.flush())
 
