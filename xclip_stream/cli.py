@@ -234,9 +234,14 @@ def run_summary(finished: dict[str, dict]) -> int:
         keep = {k: v for k, v in (health or {}).items() if k != "latency_ms"}
         print(f"xclip-stream run: {key}: {json.dumps(keep)}", file=sys.stderr)
     failed = sum(int((health or {}).get("windows_failed", 0)) for health in finished.values())
+    undelivered = sum(int((health or {}).get("events_undelivered", 0)) for health in finished.values())
     if failed:
         print(f"xclip-stream run: error: {failed} window(s) could not be scored (see the xclip.window.failed "
               "events)", file=sys.stderr)
+    if undelivered:
+        print(f"xclip-stream run: error: {undelivered} events were never acknowledged by the sink",
+              file=sys.stderr)
+    if failed or undelivered:
         return 1
     return 0
 

@@ -6,6 +6,8 @@
 Live cameras drop their oldest pending window when the model falls behind (counted, and reported
 as a ``dropped`` stream event); files block instead and lose nothing. ``stop()`` stops the source,
 drains every window already cut, ends open incidents, and flushes the sink before ``run()`` returns.
+Events are retried until the sink acknowledges them: a source that ended is not finished while any
+is undelivered, and one stopped with undelivered events reports them (``events_undelivered``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from ..pipeline.sources import VideoSource, redact_url
 from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from ..schemas.config import CameraConfig, LabelSet, StreamOptions
 from ..schemas.events import StreamStats
-from .output import SinkSpec, make_sink
+from .output import SinkSpec, make_delivery
 from .replica import get_handle
 from .scoring import ScoringLoop, send_events
 
 log = logging.getLogger(__name__)
 
 DROP_REPORT_INTERVAL_S = 5.0
+STOP_DELIVERY_S = 5.0  # on stop, how long undelivered events still get to reach the sink
 
 
 @ray.remote(num_cpus=0.1, max_restarts=0)
@@ -53,7 +56,8 @@ class CameraActor:
         self.pending = PendingWindows(self.options.max_pending_windows, drop_oldest=self.source.is_live)
         self.stage = WindowStage(self.camera.id, frame_preprocessor(model), model.num_frames,
                                  self.options.sample_fps, self.options.hop, self.options.max_gap_seconds)
-        self.sink, self.lines = make_sink(sink, client_id=f"xclip-stream-{self.camera.id}")
+        self.delivery, self.lines = make_delivery(sink, client_id=f"xclip-stream-{self.camera.id}")
+        self.stopping = False
         self.loop: ScoringLoop | None = None
         self.windows = 0
         self.gaps = 0
@@ -66,17 +70,24 @@ class CameraActor:
         """Stream until the source ends (a file), ``max_windows`` or ``stop()``; returns final stats."""
         self.loop = ScoringLoop(get_handle(), self.pending, lambda _: self.builder, self._publish,
                                 request_timeout_s=self.request_timeout_s,
-                                redact=lambda text: redact_text(text, self.camera.url))
+                                redact=lambda text: redact_text(text, self.camera.url),
+                                congested=lambda: self.delivery.congested)
         decoder = threading.Thread(target=self._decode, name=f"decode-{self.camera.id}", daemon=True)
         decoder.start()
         await self.loop.run()
         await asyncio.get_running_loop().run_in_executor(None, decoder.join)
         self._send(self.builder.flush())
         self._report_drops(force=True)
-        self.sink.flush()
+        executor = asyncio.get_running_loop().run_in_executor
+        while not self.stopping and not await executor(None, self.delivery.drain, 1.0):
+            pass  # the sink is failing: keep retrying until acknowledged or stopped
+        await executor(None, self.delivery.close, STOP_DELIVERY_S)
         return self._health()
 
     async def stop(self) -> None:
+        self.stopping = True
+        if self.loop is not None:
+            self.loop.abandoned = True  # only matters while the sink is congested
         self.source.stop()
 
     async def relabel(self, labels: dict) -> None:
@@ -96,6 +107,7 @@ class CameraActor:
             "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
             "reconnects": s.reconnects, "gaps": self.gaps, "last_error": s.last_error or self.error,
             "latency_ms": list(self.loop.stats.latencies_ms)[-50:] if self.loop else [],
+            **self.delivery.health(),
         }
 
     async def take_output(self) -> list[str]:
@@ -149,4 +161,4 @@ class CameraActor:
 
     def _send(self, events: list) -> None:
         if events:
-            send_events(self.sink, self.sink_spec.events_topic, events)
+            send_events(self.delivery, self.sink_spec.events_topic, events)

@@ -10,17 +10,26 @@ not score, its ``xclip.window.failed`` event) acknowledged. Only offsets below
 the oldest unfinished record are committed, so a restarted member re-reads whatever was not
 fully published (consumers drop the repeats by event id). Topics never drop: a full queue blocks
 the poll thread, which slows consumption instead.
+
+Faults: events and dead letters go through a ``Delivery`` that retries until acknowledged, so an
+offset is never released for a record whose output was lost. A rebalance hands partitions over
+(``HandOver``: commit what is done, forget the rest, drop those cameras' frames). A camera that
+goes quiet has its ring released and its incidents ended (``IdleCameras``). On stop or removal,
+every camera's open incidents are ended and acknowledged before the final commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from dataclasses import replace
 
 import ray
 
 from ..pipeline.events import EventBuilder
+from ..pipeline.idle import IdleCameras
 from ..pipeline.kafka_io import (
     BadMessage,
     OffsetTracker,
@@ -28,16 +37,18 @@ from ..pipeline.kafka_io import (
     decode_frame_message,
     make_consumer,
 )
+from ..pipeline.offsets import HandOver
 from ..pipeline.scoring import ModelInfo, frame_preprocessor
 from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from ..schemas.config import KafkaFrames, LabelSet, StreamOptions
-from .output import SinkSpec, make_sink
+from .output import SinkSpec, make_delivery
 from .replica import get_handle
 from .scoring import ScoringLoop, send_events
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+STOP_DELIVERY_S = 10.0  # on stop, how long queued events still get to be acknowledged
 
 
 @ray.remote(num_cpus=0.1, max_restarts=0)
@@ -52,7 +63,7 @@ class KafkaFramesActor:
         self.session_timeout_ms = session_timeout_ms
         self.request_timeout_s = request_timeout_s
         self.name = f"{self.spec.topic}#{member}"
-        self.sink, self.lines = make_sink(sink, client_id=f"xclip-stream-frames-{member}")
+        self.delivery, self.lines = make_delivery(sink, client_id=f"xclip-stream-frames-{member}")
         self.preprocess = frame_preprocessor(model)
         self.pending = PendingWindows(self.options.max_pending_windows, drop_oldest=False)
         self.tracker = OffsetTracker()
@@ -62,22 +73,27 @@ class KafkaFramesActor:
         self.refs: dict[tuple[str, int], tuple] = {}  # (camera, internal seq) -> (tp, offset, source seq)
         self.window_refs: dict[tuple[str, int], list] = {}  # (camera, window index) -> its frames' refs
         self.next_seq = 0
+        self.camera_tps: dict[str, object] = {}  # camera -> the partition its frames came from last
+        self.idle = IdleCameras(self.options.max_gap_seconds)
         self.stopping = threading.Event()
         self.scored_all = threading.Event()  # set when the scoring loop has drained
-        self.stats = {"records": 0, "dead_letters": 0, "windows": 0, "commits": 0}
+        self.stats = {"records": 0, "dead_letters": 0, "windows": 0, "commits": 0, "commit_failures": 0,
+                      "revocations": 0, "idle_released": 0, "cameras_dropped": 0}
         self.error = ""
         self.loop: ScoringLoop | None = None
+        self.aio = None  # the actor's event loop: builders are used on it only
 
     async def run(self) -> dict:
-        import asyncio
-
+        self.aio = asyncio.get_running_loop()
         self.loop = ScoringLoop(get_handle(), self.pending, self._builder, self._publish,
-                                source_seqs=self._source_seqs, request_timeout_s=self.request_timeout_s)
+                                source_seqs=self._source_seqs, request_timeout_s=self.request_timeout_s,
+                                congested=lambda: self.delivery.congested)
         poller = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
         poller.start()
         await self.loop.run()
         self.scored_all.set()
         await asyncio.get_running_loop().run_in_executor(None, poller.join)
+        await asyncio.get_running_loop().run_in_executor(None, self.delivery.close, 1.0)  # drained in _poll
         if self.error and not self.stopping.is_set():
             # A consumer failure ends this member; raising makes the supervisor start a fresh one,
             # which resumes from the committed offsets.
@@ -86,12 +102,14 @@ class KafkaFramesActor:
 
     async def stop(self) -> None:
         self.stopping.set()
+        if self.loop is not None:
+            self.loop.abandoned = True  # only matters while the sink is congested
 
     async def relabel(self, labels: dict) -> None:
         """New label set for every camera of the topic; ended incidents are published."""
         self.labels = LabelSet.model_validate(labels)
         for builder in self.builders.values():
-            send_events(self.sink, self.sink_spec.events_topic, builder.relabel(self.labels))
+            send_events(self.delivery, self.sink_spec.events_topic, builder.relabel(self.labels))
 
     async def health(self) -> dict:
         with self.lock:
@@ -100,7 +118,7 @@ class KafkaFramesActor:
                 "windows_scored": self.loop.stats.scored if self.loop else 0, "pending": len(self.pending),
                 "windows_failed": self.loop.stats.failed if self.loop else 0,
                 "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
-                "cameras": sorted(self.stages), "last_error": self.error}
+                "cameras": sorted(self.stages), "last_error": self.error, **self.delivery.health()}
 
     async def take_output(self) -> list[str]:
         return self.lines.take() if self.lines is not None else []
@@ -109,16 +127,26 @@ class KafkaFramesActor:
     def _poll(self) -> None:
         consumer = None
         try:
+            handover = HandOver(self.tracker, lambda offsets: self._commit_offsets(consumer, offsets),
+                                self._drop_partitions, self.name)
             consumer = make_consumer(self.sink_spec.bootstrap, self.spec.topic, self.spec.group_id,
-                                     session_timeout_ms=self.session_timeout_ms, security=self.sink_spec.security)
-            import time
-
+                                     session_timeout_ms=self.session_timeout_ms, security=self.sink_spec.security,
+                                     listener=handover)
             last_commit = time.monotonic()
             while not self.stopping.is_set():
+                if self.delivery.congested:  # the sink is behind or down: read no more (dead letters)
+                    self.stopping.wait(0.1)
+                    continue
+                began = time.monotonic()
                 batches = consumer.poll(timeout_ms=200, max_records=64)
+                self.idle.waited(time.monotonic() - began)
+                handover.settle()  # partitions revoked during that poll, before its records
+                self.stats["revocations"] = handover.revocations
                 for tp, records in batches.items():
                     for record in records:
                         self._consume(tp, record)
+                for camera in self.idle.due():
+                    self.release_idle(camera)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     self._commit(consumer)
                     last_commit = time.monotonic()
@@ -135,13 +163,19 @@ class KafkaFramesActor:
     def _consume(self, tp, record) -> None:
         self.stats["records"] += 1
         with self.lock:
-            self.tracker.add(tp, record.offset)
+            try:
+                self.tracker.add(tp, record.offset)
+            except ValueError as e:  # read again while still being handled (a seek, a re-delivery)
+                log.warning("%s: skipping a record already in hand: %s", self.name, e)
+                return
         try:
             frame = decode_frame_message(record.key, record.value, list(record.headers or []))
         except BadMessage as e:
             self._dead_letter(tp, record, e)
             return
         camera = frame.camera_id
+        self.camera_tps[camera] = tp
+        self.idle.seen(camera)
         stage = self.stages.get(camera) or self._new_stage(camera)
         if not stage.keep(frame.time):
             self._release(tp, record.offset)
@@ -156,14 +190,21 @@ class KafkaFramesActor:
                 for tp_, offset, _ in held:
                     self.tracker.hold(tp_, offset)
                 self.window_refs[(camera, window.index)] = held
+                # Frames no later window contains are done with the ring now, not when pushed out:
+                # the commit point then sits at the next window's first frame, so a member that
+                # takes this partition over cuts the same windows (the same event ids) again.
+                for s in window.frame_seqs[:stage.buffer.hop]:
+                    tp_, offset, _ = self.refs.pop((camera, s))
+                    self.tracker.release(tp_, offset)
             self.stats["windows"] += 1
             self.pending.put(window)  # blocks while the model is behind: the topic slows down
 
     def _new_stage(self, camera: str) -> WindowStage:
         def evicted(seq: int) -> None:
             with self.lock:
-                tp, offset, _ = self.refs.pop((camera, seq))
-                self.tracker.release(tp, offset)
+                entry = self.refs.pop((camera, seq), None)  # None: released when its last window was cut
+                if entry is not None:
+                    self.tracker.release(entry[0], entry[1])
 
         stage = WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
                             self.options.hop, self.options.max_gap_seconds, on_evict=evicted)
@@ -176,8 +217,9 @@ class KafkaFramesActor:
                     tp.topic, tp.partition, error)
         headers = dead_letter_headers(list(record.headers or []), error.reason, str(error), tp.topic,
                                       tp.partition, record.offset)
-        future = self.sink.send(self.sink_spec.dead_letter_topic, record.key, record.value or b"", headers)
-        future.add_callback(lambda _: self._release(tp, record.offset))
+        # Retried until acknowledged (see Delivery); only then is the record's offset released.
+        self.delivery.submit(self.sink_spec.dead_letter_topic, record.key, record.value or b"", headers,
+                             on_ack=lambda _: self._release(tp, record.offset))
 
     def _release(self, tp, offset: int) -> None:
         with self.lock:
@@ -186,26 +228,102 @@ class KafkaFramesActor:
     def _commit(self, consumer) -> None:
         with self.lock:
             offsets = self.tracker.committable()
-        if offsets:
-            from kafka.structs import OffsetAndMetadata
+        if not offsets:
+            return
+        from kafka.errors import KafkaError
 
-            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-            with self.lock:
-                self.tracker.mark_committed(offsets)
-            self.stats["commits"] += 1
+        try:
+            self._commit_offsets(consumer, offsets)
+        except KafkaError as e:  # CommitFailedError in a rebalance, or a broker hiccup: next interval
+            self.stats["commit_failures"] += 1
+            log.warning("%s: commit failed (%s: %s); retried at the next interval", self.name, type(e).__name__, e)
+            return
+        with self.lock:
+            self.tracker.mark_committed(offsets)
+
+    def _commit_offsets(self, consumer, offsets: dict) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        self.stats["commits"] += 1
 
     def _drain_and_close(self, consumer) -> None:
-        """Shutdown: wait for the windows already cut to be scored and published, then commit what
-        is done. Frames still in a ring stay uncommitted and are read again by the next member."""
+        """Shutdown: wait for the windows already cut to be scored and published, end every
+        camera's open incidents, wait for the acknowledgements, then commit what is done. Frames
+        still in a ring stay uncommitted and are read again by the next member."""
         if not self.scored_all.wait(timeout=120):
             log.warning("%s: windows still in flight at shutdown; their frames will be re-read", self.name)
-        self.sink.flush()
+        for builder in list(self.builders.values()):
+            self._flush_builder(builder)
+        if not self.delivery.drain(STOP_DELIVERY_S):
+            log.error("%s: %d events unacknowledged at shutdown; their frames stay uncommitted",
+                      self.name, self.delivery.backlog)
         try:
             self._commit(consumer)
         finally:
             consumer.close()
 
-    # -- scoring side ---------------------------------------------------------------------------
+    # -- partitions and cameras leaving ----------------------------------------------------------
+    def release_idle(self, camera: str) -> None:
+        """A camera sent nothing for a while: release its ring's frames (a later frame could not
+        join them in a window anyway, a gap empties the ring) and end its open incidents."""
+        stage = self.stages.get(camera)
+        if stage is not None:
+            stage.buffer.reset()  # evicts every frame: their offsets are released
+        self.aio.call_soon_threadsafe(self._end_incidents, camera, False)
+        self.stats["idle_released"] += 1
+        log.info("%s: camera %s idle; its window ring was released", self.name, camera)
+
+    def _drop_partitions(self, revoked: set) -> None:
+        """Partitions went to another member: forget their cameras here (frames in rings, queued
+        windows, incidents, which end now); the new owner re-reads from the committed offsets."""
+        cameras = {camera for camera, tp in self.camera_tps.items() if tp in revoked}
+        if not cameras:
+            return
+        gone = self.pending.discard(lambda w: w.camera_id in cameras)
+        with self.lock:
+            for w in gone:
+                self.window_refs.pop((w.camera_id, w.index), None)
+        for camera in cameras:
+            stage = self.stages.pop(camera, None)
+            if stage is not None:
+                stage.buffer.reset()  # releases into the forgotten partitions: no effect on commits
+            self.aio.call_soon_threadsafe(self._end_incidents, camera, True)
+            del self.camera_tps[camera]
+            self.idle.forget(camera)
+        self.stats["cameras_dropped"] += len(cameras)
+
+    # -- scoring side (the actor's event loop) ---------------------------------------------------
+    def _end_incidents(self, camera: str, drop: bool) -> None:
+        """End a camera's open incidents. Idle (``drop`` False): once its last windows are scored, in
+        window order. Handed over (``drop``): now, forgetting its builder, so windows it sends later
+        (if its partition comes back) start afresh. After shutdown began, ``_drain_and_close`` ends
+        them all."""
+        if self.scored_all.is_set():
+            return
+        if drop:
+            self._flush_builder(self.builders.pop(camera, None))
+            self.aio.call_later(0.5, self._end_stragglers, camera)
+            return
+        if self.loop.in_flight_for(camera) or self.pending.holds(camera):
+            self.aio.call_later(0.2, self._end_incidents, camera, drop)
+            return
+        self._flush_builder(self.builders.get(camera))
+
+    def _end_stragglers(self, camera: str) -> None:
+        """Windows cut before a hand-over but scored after it may have opened incidents here: end
+        them once those windows are done, unless the camera's partition came back to this member."""
+        if self.scored_all.is_set():
+            return
+        if self.loop.in_flight_for(camera):
+            self.aio.call_later(0.5, self._end_stragglers, camera)
+        elif camera not in self.camera_tps:
+            self._flush_builder(self.builders.pop(camera, None))
+
+    def _flush_builder(self, builder: EventBuilder | None) -> None:
+        if builder is not None:
+            send_events(self.delivery, self.sink_spec.events_topic, builder.flush())
+
     def _builder(self, camera: str) -> EventBuilder:
         """Each camera's event state; windows are scored with its builder's current labels."""
         if camera not in self.builders:
@@ -220,5 +338,5 @@ class KafkaFramesActor:
     def _publish(self, window, events: list) -> None:
         with self.lock:
             held = self.window_refs.pop((window.camera_id, window.index))
-        send_events(self.sink, self.sink_spec.events_topic, events,
+        send_events(self.delivery, self.sink_spec.events_topic, events,
                     on_all_acked=lambda: [self._release(tp, off) for tp, off, _ in held])

@@ -17,10 +17,11 @@ from typing import TextIO
 import ray
 from ray import serve
 
+from ..pipeline.backoff import Stopped, retry
 from ..pipeline.control import ControlPlane
 from ..pipeline.control_auth import AuthError, read_secret
 from ..pipeline.control_topic import ControlTopic, make_control_consumer
-from ..pipeline.kafka_clients import check_access, client_config, create_topics
+from ..pipeline.kafka_clients import KafkaUnreachable, check_access, client_config, create_topics
 from ..pipeline.model_check import LabelChecker
 from ..pipeline.scoring import ModelInfo, resolve_model_path
 from ..schemas.config import ConfigError, PipelineConfig, RayConfig, load_config
@@ -32,6 +33,7 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 HEALTH_LOG_INTERVAL_S = 60.0
+KAFKA_ATTEMPT_S = 5.0  # one attempt to reach the broker at start; failed attempts are retried
 
 
 def init_ray(address: str | None = None, log_to_driver: bool = False, config: RayConfig | None = None) -> bool:
@@ -111,24 +113,29 @@ def run_pipeline(
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
-    # A model that cannot work, or a Kafka cluster that refuses us, is a clear error before Ray,
-    # the replicas or any camera start (exit 2), in bounded time.
+    # A model that cannot work, or a Kafka cluster that refuses us (TLS, SASL), is a clear error
+    # before Ray, the replicas or any camera start (exit 2), in bounded time. A broker that does not
+    # answer yet (down, still booting) delays the start instead, one log line per attempt.
     model = ModelInfo.read(config.model.path)
     labels = LabelChecker.load(resolve_model_path(config.model.path), config.serve.max_labels)
     labels.check_config(config)
-    if config.kafka:
-        check_access(config.kafka.bootstrap, config.kafka.security, config.kafka.connect_timeout_s)
-    started_ray = init_ray(ray_address, log_to_driver, config.ray)
     previous = _install_signal_handlers(stop)
+    started_ray = deployed = False
     supervisor = None
     control = None
-    deployed = False
     try:
-        if config.kafka:
-            create_topics(config.kafka.bootstrap, {config.kafka.events_topic: 4, config.kafka.dead_letter_topic: 1},
-                          config.kafka.security)
-            if config.kafka.control_topic:
-                control = open_control_topic(config, labels.check_config)
+        kafka = config.kafka
+        if kafka:
+            where = f"kafka {kafka.bootstrap}"
+            retry(lambda: check_access(kafka.bootstrap, kafka.security, kafka.connect_timeout_s), where, stop,
+                  (KafkaUnreachable,))
+        started_ray = init_ray(ray_address, log_to_driver, config.ray)
+        if kafka:
+            unreachable = kafka_unreachable_errors()
+            retry(lambda: create_topics(kafka.bootstrap, {kafka.events_topic: 4, kafka.dead_letter_topic: 1},
+                                        kafka.security, timeout=KAFKA_ATTEMPT_S), where, stop, unreachable)
+            if kafka.control_topic:
+                control = retry(lambda: open_control_topic(config, labels.check_config), where, stop, unreachable)
                 config = control.start()  # the control topic's changes, kept across restarts
         deployed = True  # from here on, a half-made deployment is removed too
         deploy(config.model, config.serve)
@@ -157,6 +164,9 @@ def run_pipeline(
         supervisor.stop()
         _write(out, supervisor.take_output())
         return supervisor.finished
+    except Stopped:
+        log.warning("stopped before the pipeline started")
+        return {}
     finally:
         _restore_signal_handlers(previous)
         if control:
@@ -174,6 +184,13 @@ def run_pipeline(
             serve.shutdown()
             gc.collect()
             ray.shutdown()
+
+
+def kafka_unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What a client raises while the broker cannot be reached (retried at start; others are raised)."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList
+
+    return (KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList, OSError)
 
 
 def _write(out: TextIO, lines: list[str]) -> None:

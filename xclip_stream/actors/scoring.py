@@ -62,6 +62,7 @@ class ScoringLoop:
         source_seqs: Callable[[FrameWindow], tuple[int, int]] | None = None,
         request_timeout_s: float = 60.0,
         redact: Callable[[str], str] = str,
+        congested: Callable[[], bool] | None = None,
     ):
         self.handle = handle
         self.pending = pending
@@ -71,8 +72,16 @@ class ScoringLoop:
         self.source_seqs = source_seqs  # (first, last) sequence numbers as the source numbered them
         self.request_timeout_s = request_timeout_s
         self.redact = redact  # masks the source's credentials in failure reasons
+        # True while the sink's unacknowledged backlog is full: no new windows are taken, so they
+        # back up into PendingWindows (which drops for a live camera and blocks a file or topic).
+        self.congested = congested or (lambda: False)
+        self.abandoned = False  # set on stop: a congested loop then ends, leaving its queue unscored
         self.stats = LoopStats()
         self._in_flight: deque[_InFlight] = deque()
+
+    def in_flight_for(self, camera_id: str) -> bool:
+        """Whether a window of ``camera_id`` is being scored (its events are not built yet)."""
+        return any(f.window.camera_id == camera_id for f in self._in_flight)
 
     def _submit(self, window: FrameWindow) -> None:
         labels = tuple(self.builder_for(window.camera_id).labels.labels)
@@ -82,7 +91,12 @@ class ScoringLoop:
         """Until the queue is closed and drained and nothing is in flight."""
         loop = asyncio.get_running_loop()
         while True:
-            while len(self._in_flight) < self.max_in_flight:
+            if self.congested() and not self._in_flight:
+                if self.abandoned:
+                    return
+                await asyncio.sleep(0.05)
+                continue
+            while len(self._in_flight) < self.max_in_flight and not self.congested():
                 window = self.pending.get(timeout=0)
                 if window is None:
                     break
@@ -159,8 +173,9 @@ def _cancel(response) -> None:
         cancel()
 
 
-def send_events(sink, topic: str, events: list, on_all_acked: Callable[[], None] | None = None) -> None:
-    """Publish events in order; ``on_all_acked`` runs once the sink acknowledged every one of them."""
+def send_events(delivery, topic: str, events: list, on_all_acked: Callable[[], None] | None = None) -> None:
+    """Publish events in order through a ``Delivery`` (which retries each until acknowledged);
+    ``on_all_acked`` runs once every one of them was acknowledged."""
     remaining = len(events)
 
     def acked(_=None):
@@ -169,13 +184,8 @@ def send_events(sink, topic: str, events: list, on_all_acked: Callable[[], None]
         if remaining == 0 and on_all_acked is not None:
             on_all_acked()
 
-    def failed(exc):
-        log.error("event delivery to %s failed: %s", topic, exc)
-
     if not events and on_all_acked is not None:
         on_all_acked()
     for event in events:
         key, value, headers = encode_event(event)
-        future = sink.send(topic, key, value, headers)
-        future.add_callback(acked)
-        future.add_errback(failed)
+        delivery.submit(topic, key, value, headers, on_ack=acked)

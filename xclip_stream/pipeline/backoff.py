@@ -1,12 +1,20 @@
 """Reconnect delays: exponential backoff with full jitter.
 
 Full jitter (a uniform draw below the exponential cap) spreads the retries of many cameras that lost
-the same network at once, instead of having them hammer the recorder in lockstep.
+the same network at once, instead of having them hammer the recorder in lockstep. ``retry`` uses
+it for services that must be reached before a pipeline can start (a Kafka broker still booting).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Backoff:
@@ -40,3 +48,23 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def retry(action: Callable[[], T], what: str, stop: threading.Event | None = None,
+          retry_on: tuple[type[BaseException], ...] = (Exception,), backoff: Backoff | None = None) -> T:
+    """``action()`` until it returns, with one log line per failure ("kafka 127.0.0.1:9092 unreachable,
+    retrying in 2.1 s (KafkaTimeoutError: ...)") and no traceback; ``Stopped`` if ``stop`` is set first."""
+    stop = stop or threading.Event()
+    backoff = backoff or Backoff(initial=1.0, maximum=15.0)
+    while not stop.is_set():
+        try:
+            return action()
+        except retry_on as e:
+            delay = backoff.next_delay()
+            log.warning("%s unreachable, retrying in %.1f s (%s: %s)", what, delay, type(e).__name__, e)
+            stop.wait(delay)
+    raise Stopped(f"stopped while waiting for {what}")
+
+
+class Stopped(RuntimeError):
+    """``retry`` gave up because it was asked to stop."""

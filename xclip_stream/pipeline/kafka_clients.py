@@ -29,6 +29,11 @@ class KafkaAccessError(ConnectionError):
     """The Kafka cluster cannot be used with these settings; the message says why (no secrets)."""
 
 
+class KafkaUnreachable(KafkaAccessError):
+    """No bootstrap broker could be connected to: it may be down or still booting (worth a retry),
+    unlike a TLS or SASL refusal, which the same settings would meet again."""
+
+
 class Secret(str):
     """A password that prints as ``<redacted>``: kafka-python logs its whole configuration at DEBUG
     (the admin client does), and a str subclass still encodes and joins as the real text."""
@@ -117,7 +122,7 @@ def check_access(bootstrap: str, security: KafkaSecurity | None = None, timeout_
             return
         except _Unreachable as e:
             unreachable.append(str(e))
-    raise KafkaAccessError("no Kafka broker answered: " + "; ".join(unreachable))
+    raise KafkaUnreachable("no Kafka broker answered: " + "; ".join(unreachable))
 
 
 class _Unreachable(Exception):
@@ -287,7 +292,9 @@ def create_topics(bootstrap: str, topics: dict[str, int], security: KafkaSecurit
     if not topics:
         return
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="xclip-create-topics",
-                             request_timeout_ms=int(timeout * 1000), **client_config(security))
+                             request_timeout_ms=int(timeout * 1000),
+                             bootstrap_timeout_ms=int(timeout * 1000),  # an unreachable broker fails in ``timeout``
+                             **client_config(security))
     try:
         existing = set(admin.list_topics())
         replicas = max(1, min(3, len(admin.describe_cluster().get("brokers", [])) or 1))

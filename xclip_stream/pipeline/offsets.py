@@ -10,14 +10,17 @@ so a consumer drops the duplicates).
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 
 from ..schemas.config import KafkaSecurity
 from .kafka_clients import client_config
+
+log = logging.getLogger(__name__)
 
 _RAW_BYTES_ONLY = ("key_deserializer", "value_deserializer")
 
@@ -67,14 +70,15 @@ class OffsetTracker:
                 del state.refs[offset]
             return True
 
-    def committable(self) -> dict[Hashable, int]:
+    def committable(self, only: Iterable[Hashable] | None = None) -> dict[Hashable, int]:
         """Per partition that advanced since it was last committed, the offset to commit: the lowest
         outstanding offset, or the last added + 1 when none is outstanding (Kafka's commit means
-        "the next record to read")."""
+        "the next record to read"). ``only``: just these partitions."""
+        wanted = None if only is None else set(only)
         with self._lock:
             result = {}
             for tp, state in self._partitions.items():
-                if state.last_added < 0:
+                if state.last_added < 0 or (wanted is not None and tp not in wanted):
                     continue
                 position = min(state.refs) if state.refs else state.last_added + 1
                 if state.committed is None or position > state.committed:
@@ -101,9 +105,61 @@ class OffsetTracker:
             return sum(len(state.refs) for state in self._partitions.values())
 
 
+class HandOver(ConsumerRebalanceListener):
+    """What a member does when a rebalance takes partitions away.
+
+    kafka-python 3 calls the listener on its IO thread, where a blocking commit is refused and the
+    member's own state (rings, queued windows) belongs to the poll thread; so the listener only
+    notes the revoked partitions, and the poll thread calls :meth:`settle` after each ``poll()``,
+    before it handles the records that poll returned. Settling commits what is done of the revoked
+    partitions, forgets them (late acknowledgements of their windows then change nothing) and has
+    ``drop`` discard the frames and windows still held from them: their next owner, this member
+    again after an eager rebalance, re-reads from the commit point. Without the forget, a re-read
+    record would meet its own still-outstanding offset. A failed commit is logged, never raised:
+    at worst the next owner re-reads a little more."""
+
+    def __init__(self, tracker: OffsetTracker, commit: Callable[[dict], None],
+                 drop: Callable[[set], None], name: str = "consumer"):
+        self.tracker = tracker
+        self.commit = commit  # {tp: offset} -> None; raises when the commit failed
+        self.drop = drop
+        self.name = name
+        self.revocations = 0
+        self._lock = threading.Lock()
+        self._revoked: set = set()
+
+    def on_partitions_revoked(self, revoked) -> None:
+        """(Consumer IO thread.)"""
+        with self._lock:
+            self._revoked |= set(revoked)
+        log.info("%s: partitions revoked: %s", self.name, sorted(str(tp) for tp in revoked))
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("%s: partitions assigned: %s", self.name, sorted(str(tp) for tp in assigned))
+
+    def settle(self) -> set:
+        """(Poll thread.) Hand over what was revoked since the last call; returns those partitions."""
+        with self._lock:
+            revoked, self._revoked = self._revoked, set()
+        if not revoked:
+            return revoked
+        self.revocations += 1
+        offsets = self.tracker.committable(revoked)
+        if offsets:
+            try:
+                self.commit(offsets)
+                self.tracker.mark_committed(offsets)
+            except Exception as e:  # noqa: BLE001 - the group moved on; the next owner re-reads
+                log.warning("%s: commit of revoked partitions failed (%s: %s); they are re-read from the "
+                            "last commit", self.name, type(e).__name__, e)
+        self.tracker.forget(revoked)
+        self.drop(revoked)
+        return revoked
+
+
 def make_consumer(
     bootstrap: str, topic: str, group_id: str, session_timeout_ms: int = 10000,
-    security: KafkaSecurity | None = None, **overrides
+    security: KafkaSecurity | None = None, listener: ConsumerRebalanceListener | None = None, **overrides
 ) -> KafkaConsumer:
     """A group consumer of raw bytes that commits only when told (see :class:`OffsetTracker`).
 
@@ -125,4 +181,8 @@ def make_consumer(
         "key_deserializer": None,
         "value_deserializer": None,
     }
-    return KafkaConsumer(topic, **config)
+    if listener is None:
+        return KafkaConsumer(topic, **config)
+    consumer = KafkaConsumer(**config)
+    consumer.subscribe(topics=[topic], listener=listener)
+    return consumer

