@@ -3,8 +3,8 @@
     .venv/bin/python bench/faults.py [--only NAME,...] [--before 20] [--after 30] [--out FILE]
 
 Each scenario builds a fresh rig: a Tansu broker, live cameras (one over RTSP when gst-rtsp-server
-is installed, one HTTP MJPEG camera, one looped file), a Kafka frames topic fed in real time by a
-publisher, and the real pipeline (Ray actors, a Serve replica of the demo model, events to Kafka).
+is installed, one HTTP MJPEG camera, one looped file), a Kafka frames topic that two cameras
+publish to in real time (a partition each), and the real pipeline (Ray actors, a Serve replica of the demo model, events to Kafka).
 It runs ``--before`` seconds after the first event, injects its fault, runs ``--after`` seconds
 once the fault is over, stops the pipeline, and reads the events topic back.
 
@@ -50,18 +50,20 @@ from xclip_stream import demo  # noqa: E402
 from xclip_stream.schemas.config import parse_config  # noqa: E402
 
 FRAMES_TOPIC, EVENTS_TOPIC = "xclip.faults.frames", "xclip.faults.events"
-TOPIC_CAMERA, PUBLISH_FPS, SAMPLE_FPS = "topic-cam", 8, 4.0
+TOPIC_CAMERA, TOPIC_CAMERAS, TOPIC_PARTITIONS, PUBLISH_FPS, SAMPLE_FPS = "topic-cam", 2, 4, 8, 4.0
 STARTUP_LIMIT_S = 180.0
 
 
 # -- the rig ---------------------------------------------------------------------------------------
 class Publisher:
-    """A camera publishing JPEG frames to the frames topic in real time; retries through outages so
-    that every frame it numbered reaches the topic (frames are numbered only once acknowledged)."""
+    """Cameras publishing JPEG frames to the frames topic in real time, each to a partition of its
+    own; it retries through outages so that every frame it numbered reaches the topic (a frame is
+    numbered only once acknowledged)."""
 
-    def __init__(self, bootstrap: str, stop: threading.Event):
+    def __init__(self, bootstrap: str, stop: threading.Event, cameras: int = TOPIC_CAMERAS):
         self.bootstrap, self.stop = bootstrap, stop
-        self.published = 0
+        self.cameras = [f"{TOPIC_CAMERA}-{i + 1}" for i in range(cameras)]
+        self.published = dict.fromkeys(self.cameras, 0)
         self.thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
     def _run(self) -> None:
@@ -76,19 +78,21 @@ class Publisher:
         for _, image in frames:
             if self.stop.is_set():
                 break
-            while not self.stop.is_set():
-                try:
-                    producer = producer or KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-                    key, value, headers = encode_frame_message(TOPIC_CAMERA, time.time_ns() // 1_000_000,
-                                                               self.published, image)
-                    producer.send(FRAMES_TOPIC, key=key, value=value, headers=headers).get(timeout=10)
-                    self.published += 1
-                    break
-                except Exception:  # noqa: BLE001 - the broker is down: a camera buffers and retries
-                    with contextlib.suppress(Exception):
-                        producer and producer.close(timeout=1)
-                    producer = None
-                    self.stop.wait(1.0)
+            for partition, camera in enumerate(self.cameras):
+                while not self.stop.is_set():
+                    try:
+                        producer = producer or KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+                        key, value, headers = encode_frame_message(camera, time.time_ns() // 1_000_000,
+                                                                   self.published[camera], image)
+                        producer.send(FRAMES_TOPIC, key=key, value=value, headers=headers,
+                                      partition=partition).get(timeout=10)
+                        self.published[camera] += 1
+                        break
+                    except Exception:  # noqa: BLE001 - the broker is down: a camera buffers and retries
+                        with contextlib.suppress(Exception):
+                            producer and producer.close(timeout=1)
+                        producer = None
+                        self.stop.wait(1.0)
             next_at = max(next_at + 1.0 / PUBLISH_FPS, time.monotonic() - 1.0)
             self.stop.wait(max(0.0, next_at - time.monotonic()))
         if producer is not None:
@@ -129,6 +133,7 @@ class Reader:
 class Rig:
     work: Path
     members: int = 1
+    durable: bool = False
     broker: object = None
     cameras: dict = field(default_factory=dict)  # id -> server object (or the file path)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -149,8 +154,14 @@ class Rig:
         from xclip_stream.services.tansu import TansuBroker
 
         self._planned = demo.plan_cameras(3 if rtsp_available() else 2, self.work, rtsp_available())[:3]
-        self.broker = TansuBroker(log_path=self.work / "tansu.log")
         with contextlib.ExitStack() as stack:
+            storage = {}
+            if self.durable:  # topics, records and committed offsets survive a broker restart
+                from xclip_stream.services.s3 import S3Emulator
+
+                s3 = stack.enter_context(S3Emulator())
+                storage = {"storage": s3.storage, "env": s3.tansu_env()}
+            self.broker = TansuBroker(log_path=self.work / "tansu.log", **storage)
             if broker_first:
                 stack.enter_context(self.broker)
             else:
@@ -202,6 +213,14 @@ def broker_paused(rig: Rig, seconds: float = 10.0) -> str:
     time.sleep(seconds)
     os.kill(rig.broker.pid, signal.SIGCONT)
     return f"broker SIGSTOPped for {seconds:g} s"
+
+
+def broker_restarted(rig: Rig, down: float = 5.0) -> str:
+    """A crash and restart of a durable broker (Tansu ignores SIGTERM while clients are connected)."""
+    rig.broker.kill()
+    time.sleep(down)
+    rig.broker.start()
+    return f"durable broker SIGKILLed, restarted {down:g} s later"
 
 
 def rtsp_gone(rig: Rig, seconds: float = 30.0) -> str:
@@ -257,22 +276,25 @@ class Scenario:
     inject: Callable[[Rig], str] | None
     members: int = 1
     broker_down_at_start: float = 0.0  # seconds the broker starts after the pipeline
+    durable: bool = False  # the broker stores in S3 (a local emulator), so a restart keeps the data
 
 
 SCENARIOS = [
     Scenario("baseline", None),
     Scenario("broker_paused_10s", broker_paused),
+    Scenario("broker_restarted", broker_restarted, durable=True),
     Scenario("broker_down_at_start", None, broker_down_at_start=10.0),
     Scenario("rtsp_gone_30s", rtsp_gone),
     Scenario("replica_killed", replica_killed),
     Scenario("camera_actor_killed", camera_killed),
     Scenario("kafka_member_killed", member_killed),
+    Scenario("group_member_leaves_rejoins", member_killed, members=2),
     Scenario("slow_model_60s", slow_model),
 ]
 
 
 # -- accounting ------------------------------------------------------------------------------------
-def account(events: list[dict], published: int) -> dict:
+def account(events: list[dict], published: dict[str, int]) -> dict:
     """Windows, duplicates and losses per camera, from the events topic (see the module docstring)."""
     per_camera: dict[str, list[dict]] = defaultdict(list)
     for e in events:
@@ -298,9 +320,9 @@ def account(events: list[dict], published: int) -> dict:
                 dropped_in_run[run] = max(dropped_in_run[run], e["stats"]["windows_dropped"])
         row = {"windows": len(windows), "score_events": sum(ids.values()),
                "duplicates": sum(n - 1 for n in ids.values()), "runs": len(runs)}
-        if camera == TOPIC_CAMERA:
+        if camera.startswith(TOPIC_CAMERA):
             row["lost"] = _uncovered(sorted(windows), SAMPLE_FPS, PUBLISH_FPS)
-            row["published"] = published
+            row["published"] = published.get(camera, 0)
         else:
             missing = sum(max(r) + 1 - len(r) for r in runs if r)
             row["dropped"] = sum(dropped_in_run)
@@ -324,7 +346,7 @@ def _uncovered(windows: list[tuple[int, int]], sample_fps: float, fps: float) ->
 def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"xclip-fault-{scenario.name}-") as tmp:
-        rig = Rig(Path(tmp), members=scenario.members)
+        rig = Rig(Path(tmp), members=scenario.members, durable=scenario.durable)
         with rig.services(broker_first=not scenario.broker_down_at_start) as urls:
             publisher = reader = None
             note = ""
@@ -334,6 +356,9 @@ def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
                     time.sleep(scenario.broker_down_at_start)
                     rig.broker.start()
                     note = f"broker started {scenario.broker_down_at_start:g} s after the pipeline"
+                from xclip_stream.pipeline.kafka_clients import create_topics
+
+                create_topics(rig.broker.bootstrap, {FRAMES_TOPIC: TOPIC_PARTITIONS})
                 publisher, reader = Publisher(rig.broker.bootstrap, rig.stop), Reader(rig.broker.bootstrap)
                 publisher.thread.start()
                 reader.thread.start()
@@ -356,7 +381,7 @@ def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
                     reader.thread.join(timeout=60)
                 if publisher is not None:
                     publisher.thread.join(timeout=30)
-    cameras = account(reader.events if reader else [], publisher.published if publisher else 0)
+    cameras = account(reader.events if reader else [], publisher.published if publisher else {})
     lost = sum(r["lost"] for r in cameras.values())
     return {"scenario": scenario.name, "fault": note, "cameras": cameras, "error": rig.error,
             "pipeline_hung": pipeline.is_alive(), "windows": sum(r["windows"] for r in cameras.values()),

@@ -1,0 +1,47 @@
+"""bench/faults.py's accounting: what it calls lost and duplicated, from events as a consumer sees
+them (the scenarios themselves are long runs; their core cases are in the fault tests)."""
+
+from __future__ import annotations
+
+from tests.benches import load_bench
+
+
+def _score(camera, index, first, last, event_id=None):
+    return {"event_type": "xclip.window.scores", "camera_id": camera, "window_index": index,
+            "first_seq": first, "last_seq": last, "event_id": event_id or f"{camera}-{first}-{last}"}
+
+
+def _dropped(camera, total):
+    return {"event_type": "xclip.stream.dropped", "camera_id": camera, "stats": {"windows_dropped": total}}
+
+
+def test_camera_holes_count_as_lost_unless_reported_dropped():
+    bench = load_bench("faults")
+    events = [_score("cam", i, 10 * i, 10 * i + 7) for i in (0, 1, 2, 5, 6)]  # 3 and 4 missing
+    rows = bench.account(events, {})
+    assert rows["cam"]["lost"] == 2 and rows["cam"]["windows"] == 5 and rows["cam"]["runs"] == 1
+    rows = bench.account([*events[:3], _dropped("cam", 2), *events[3:]], {})
+    assert rows["cam"]["lost"] == 0 and rows["cam"]["dropped"] == 2
+
+
+def test_a_restarted_actor_starts_a_new_run_and_a_republished_window_is_a_duplicate():
+    bench = load_bench("faults")
+    first = [_score("cam", i, 10 * i, 10 * i + 7) for i in range(3)]
+    again = _score("cam", 2, 20, 27)  # the same window published twice (same event id)
+    second = [_score("cam", i, 100 + 10 * i, 107 + 10 * i) for i in range(2)]  # a new actor, from 0
+    rows = bench.account([*first, again, *second], {})
+    assert rows["cam"] == {"windows": 5, "score_events": 6, "duplicates": 1, "runs": 2, "dropped": 0, "lost": 0}
+
+
+def test_topic_cameras_are_judged_by_frame_coverage():
+    bench = load_bench("faults")
+    camera = f"{bench.TOPIC_CAMERA}-1"
+    step = round(bench.PUBLISH_FPS / bench.SAMPLE_FPS)  # frames between two sampled ones
+    windows = [(0, 6), (8, 14), (16, 22)]  # back to back: nothing uncovered
+    rows = bench.account([_score(camera, i, a, b) for i, (a, b) in enumerate(windows)], {camera: 24})
+    assert rows[camera]["lost"] == 0 and rows[camera]["published"] == 24
+    # a member restarted from the commit point re-cuts windows at other boundaries: overlap is fine,
+    # a hole past one sampling step is not
+    shifted = [(0, 6), (4, 10), (8, 14), (30, 36)]
+    rows = bench.account([_score(camera, i % 2, a, b) for i, (a, b) in enumerate(shifted)], {camera: 40})
+    assert rows[camera]["lost"] == 30 - 14 - step
