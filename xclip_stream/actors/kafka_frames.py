@@ -23,7 +23,7 @@ from ..pipeline.events import EventBuilder
 from ..pipeline.kafka_io import (
     BadMessage,
     OffsetTracker,
-    dead_letter_headers,
+    dead_letter_record,
     decode_frame_message,
     make_consumer,
 )
@@ -133,7 +133,7 @@ class KafkaFramesActor:
         with self.lock:
             self.tracker.add(tp, record.offset)
         try:
-            frame = decode_frame_message(record.key, record.value, list(record.headers or []))
+            frame = decode_frame_message(record.key, record.value, list(record.headers or []), self.spec.limits)
         except BadMessage as e:
             self._dead_letter(tp, record, e)
             return
@@ -170,9 +170,9 @@ class KafkaFramesActor:
         self.stats["dead_letters"] += 1
         log.warning("%s: offset %d of %s[%d] to the dead-letter topic: %s", self.name, record.offset,
                     tp.topic, tp.partition, error)
-        headers = dead_letter_headers(list(record.headers or []), error.reason, str(error), tp.topic,
-                                      tp.partition, record.offset)
-        future = self.sink.send(self.sink_spec.dead_letter_topic, record.key, record.value or b"", headers)
+        letter = dead_letter_record(record.key, record.value, list(record.headers or []), error, tp.topic,
+                                    tp.partition, record.offset, self.spec.limits.dead_letter_max_bytes)
+        future = self.sink.send(self.sink_spec.dead_letter_topic, *letter)
         future.add_callback(lambda _: self._release(tp, record.offset))
 
     def _release(self, tp, offset: int) -> None:

@@ -9,6 +9,7 @@ from xclip_stream.pipeline.frame_messages import (
     FRAME_HEADERS,
     BadMessage,
     dead_letter_headers,
+    dead_letter_record,
     decode_frame_message,
     encode_frame_message,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "OffsetTracker",
     "cloudevent_headers",
     "dead_letter_headers",
+    "dead_letter_record",
     "decode_frame_message",
     "encode_frame_message",
     "make_consumer",
