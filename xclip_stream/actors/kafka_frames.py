@@ -1,6 +1,7 @@
 """A member of a consumer group reading a Kafka topic of encoded frames (many cameras per topic).
 
-    poll thread: consume -> decode (bad -> dead-letter topic) -> per-camera WindowStage -> PendingWindows
+    poll thread: consume -> decode (bad -> dead-letter topic) -> CameraRegistry (bounded; over the
+                 cap -> dead-letter topic) -> per-camera WindowStage -> PendingWindows
     actor loop:  PendingWindows -> ScoringLoop -> events -> sink
 
 At-least-once: every consumed record is tracked in an ``OffsetTracker``. A record is done when it
@@ -19,6 +20,7 @@ from dataclasses import replace
 
 import ray
 
+from ..pipeline.cameras import CameraRegistry
 from ..pipeline.events import EventBuilder
 from ..pipeline.kafka_io import (
     BadMessage,
@@ -55,8 +57,11 @@ class KafkaFramesActor:
         self.pending = PendingWindows(self.options.max_pending_windows, drop_oldest=False)
         self.tracker = OffsetTracker()
         self.lock = threading.Lock()  # tracker and refs: touched by the poll thread and sink callbacks
-        self.stages: dict[str, WindowStage] = {}
+        # Cameras come from the messages: a bounded registry holds their window stages (poll thread).
+        self.cameras = CameraRegistry(self.spec.max_cameras, self.spec.camera_idle_s, self.spec.allowed_cameras,
+                                      create=self._new_stage, close=self._close_camera, busy=self._busy)
         self.builders: dict[str, EventBuilder] = {}
+        self.builders_lock = threading.Lock()  # the scoring side creates builders, eviction ends them
         self.refs: dict[tuple[str, int], tuple] = {}  # (camera, internal seq) -> (tp, offset, source seq)
         self.window_refs: dict[tuple[str, int], list] = {}  # (camera, window index) -> its frames' refs
         self.next_seq = 0
@@ -88,7 +93,9 @@ class KafkaFramesActor:
     async def relabel(self, labels: dict) -> None:
         """New label set for every camera of the topic; ended incidents are published."""
         self.labels = LabelSet.model_validate(labels)
-        for builder in self.builders.values():
+        with self.builders_lock:
+            builders = list(self.builders.values())
+        for builder in builders:
             send_events(self.sink, self.sink_spec.events_topic, builder.relabel(self.labels))
 
     async def health(self) -> dict:
@@ -96,7 +103,8 @@ class KafkaFramesActor:
             outstanding = self.tracker.outstanding()
         return {"source": self.name, **self.stats, "outstanding": outstanding,
                 "windows_scored": self.loop.stats.scored if self.loop else 0, "pending": len(self.pending),
-                "cameras": sorted(self.stages), "last_error": self.error}
+                "cameras": self.cameras.ids(), "cameras_evicted": self.cameras.evicted,
+                "cameras_refused": self.cameras.refused, "last_error": self.error}
 
     async def take_output(self) -> list[str]:
         return self.lines.take() if self.lines is not None else []
@@ -116,6 +124,7 @@ class KafkaFramesActor:
                     for record in records:
                         self._consume(tp, record)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    self.cameras.sweep()
                     self._commit(consumer)
                     last_commit = time.monotonic()
         except QueueClosed:
@@ -134,11 +143,11 @@ class KafkaFramesActor:
             self.tracker.add(tp, record.offset)
         try:
             frame = decode_frame_message(record.key, record.value, list(record.headers or []), self.spec.limits)
+            stage = self.cameras.get(frame.camera_id)
         except BadMessage as e:
             self._dead_letter(tp, record, e)
             return
         camera = frame.camera_id
-        stage = self.stages.get(camera) or self._new_stage(camera)
         if not stage.keep(frame.time):
             self._release(tp, record.offset)
             return
@@ -161,10 +170,22 @@ class KafkaFramesActor:
                 tp, offset, _ = self.refs.pop((camera, seq))
                 self.tracker.release(tp, offset)
 
-        stage = WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
-                            self.options.hop, self.options.max_gap_seconds, on_evict=evicted)
-        self.stages[camera] = stage
-        return stage
+        return WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
+                           self.options.hop, self.options.max_gap_seconds, on_evict=evicted)
+
+    def _busy(self, camera: str) -> bool:
+        """Windows of the camera are queued or being scored: its builder is still in use."""
+        with self.lock:
+            return any(c == camera for c, _ in self.window_refs)
+
+    def _close_camera(self, camera: str, stage: WindowStage) -> None:
+        """An idle camera leaves: its ring's frames are released and its incidents end."""
+        stage.buffer.reset()
+        with self.builders_lock:
+            builder = self.builders.pop(camera, None)
+        if builder is not None:
+            send_events(self.sink, self.sink_spec.events_topic, builder.flush())
+        log.info("%s: camera %r evicted after %g s without frames", self.name, camera, self.spec.camera_idle_s)
 
     def _dead_letter(self, tp, record, error: BadMessage) -> None:
         self.stats["dead_letters"] += 1
@@ -204,9 +225,11 @@ class KafkaFramesActor:
     # -- scoring side ---------------------------------------------------------------------------
     def _builder(self, camera: str) -> EventBuilder:
         """Each camera's event state; windows are scored with its builder's current labels."""
-        if camera not in self.builders:
-            self.builders[camera] = EventBuilder(camera, self.model.name, self.labels, self.options.continue_every)
-        return self.builders[camera]
+        with self.builders_lock:
+            if camera not in self.builders:
+                self.builders[camera] = EventBuilder(camera, self.model.name, self.labels,
+                                                     self.options.continue_every)
+            return self.builders[camera]
 
     def _source_seqs(self, window) -> tuple[int, int]:
         with self.lock:
