@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tests.frame_bombs import jpeg, jpeg_with_second_sof, jpeg_with_size, png, png_chunk
+from tests.frame_bombs import ihdr, jpeg, jpeg_with_second_sof, jpeg_with_size, png, png_chunk
 from xclip_stream.pipeline.frame_messages import _decode_image
 from xclip_stream.pipeline.image_headers import ImageHeader, ImageHeaderError, read_image_header
 from xclip_stream.pipeline.kafka_io import BadMessage, dead_letter_record, decode_frame_message
@@ -75,7 +75,7 @@ def test_png_bomb_is_refused_by_pixel_count_before_decoding():
     "value, words",
     [
         (png(8, 8, before=png_chunk(b"tEXt", b"a\x00b")), "not IHDR"),
-        (png(8, 8, after_ihdr=png_chunk(b"IHDR", png(9000, 9000)[16:29])), "more than one IHDR"),
+        (png(8, 8, after_ihdr=ihdr(9000, 9000)), "more than one IHDR"),
         (png(8, 8, after_ihdr=png_chunk(b"acTL", bytes(8))), "APNG"),
         (png(8, 8) + b"\x00" * 4, "after its IEND"),
         (png(8, 8)[:-1], "truncated"),
