@@ -11,7 +11,8 @@ the next frame, as it would had it been decoded first).
 
 Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
 each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
-frame's time is ``anchor + pts``, so network jitter does not move timestamps. Formats without a clock
+frame's time is ``anchor + pts``, so network jitter does not move timestamps; a wall clock stepped
+back is not followed (``_Timeline``), so a camera's times never run backwards or stand still. Formats without a clock
 of their own (MJPEG over HTTP: FFmpeg just numbers its frames at an assumed 25 fps) use each packet's
 arrival time since the connection opened as PTS instead (the 2-3 frames FFmpeg reads while probing
 arrive together, so a connection's first frames can be closer in time than they were sent).
@@ -48,6 +49,7 @@ _EOF, _ERROR, _STOPPED = "eof", "error", "stopped"
 # Skipping non-reference frames moves a sampled frame by at most the run of B-frames it sits in
 # (2-3 frames): negligible against a sample interval of 4 frames or more.
 SKIP_NONREF_FRAMES = 4
+CLOCK_STEP_S = 2.0  # a wall clock this far behind a timeline was stepped (reported in the log)
 
 
 class SourceError(Exception):
@@ -89,21 +91,39 @@ def _keep_all(_time: float) -> bool:
 
 
 class _Timeline:
-    """Maps stream PTS to wall time from an anchor, never backwards (a PTS jump back re-anchors)."""
+    """Maps stream PTS to wall time from an anchor; time never goes backwards and never stands still.
 
-    def __init__(self, clock: Callable[[], float]):
-        self._clock = clock
+    The anchor is taken at a connection's first frame (``restart()``) and again when PTS jumps back.
+    If the wall clock then puts a frame before the last one given out (the clock was stepped back, by
+    NTP or by hand), the timeline does not follow it, nor wait for it to catch up (which would hand
+    every frame the same time, so a sampler keeping frames by time would keep none for as long as
+    the step): it continues from the last time by the monotonic time elapsed since, and stays that
+    far ahead of the wall clock. A step forward is followed (a gap, as after any outage)."""
+
+    def __init__(self, clock: Callable[[], float], monotonic: Callable[[], float] = time.monotonic):
+        self._clock, self._monotonic = clock, monotonic
         self.anchor: float | None = None
-        self._last: float | None = None
+        self._last: tuple[float, float] | None = None  # (time given out, monotonic() then)
+
+    def restart(self) -> None:
+        """A new connection: re-anchored at its first frame."""
+        self.anchor = None
 
     def map(self, pts: float) -> float:
         if self.anchor is None:
             self.anchor = self._clock() - pts
         t = self.anchor + pts
-        if self._last is not None and t < self._last:
+        if self._last is not None and t < self._last[0]:
             self.anchor = self._clock() - pts
-            t = max(self.anchor + pts, self._last)
-        self._last = t
+            t = self.anchor + pts
+            last, then = self._last
+            if t < last:
+                t = last + max(0.0, self._monotonic() - then)
+                if last - self._clock() > CLOCK_STEP_S:
+                    logger.warning("wall clock is %.0f s behind a camera's timeline (stepped back?); its "
+                                   "frame times continue monotonically", last - self._clock())
+                self.anchor = t - pts
+        self._last = (t, self._monotonic())
         return t
 
 
@@ -352,7 +372,7 @@ class VideoSource:
         if not opened:
             source.close()
             return None
-        self._timeline.anchor = None  # live: re-anchored at this connection's first frame
+        self._timeline.restart()  # live: re-anchored at this connection's first frame
         return source
 
     @staticmethod
