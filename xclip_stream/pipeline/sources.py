@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 import av
 
 from ..schemas.frames import SourceFrame
+from ..schemas.urls import source_kind
 from .backoff import Backoff
 from .redact import redact_text, redact_url
 from .rgb import RGBConverter
@@ -72,18 +73,6 @@ class SourceStats:
 
 class _Stalled(Exception):
     """No data for read_timeout: the watchdog's verdict, raised on the reading thread."""
-
-
-def source_kind(url: str) -> str:
-    """``rtsp`` | ``http`` | ``hls`` | ``device`` | ``file``, from the URL's form."""
-    lower = url.lower()
-    if lower.startswith(("rtsp://", "rtsps://")):
-        return "rtsp"
-    if lower.startswith(("http://", "https://")):
-        return "hls" if urlsplit(lower).path.endswith(".m3u8") else "http"
-    if lower.startswith(("device://", "/dev/video")):
-        return "device"
-    return "file"
 
 
 def _keep_all(_time: float) -> bool:

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .urls import source_kind
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,8 +76,9 @@ class StreamOptions(_Strict):
 
 
 class CameraConfig(_Strict):
-    """A camera: rtsp://, rtsps://, http(s):// (MJPEG or HLS), a file path or file://, or a local
-    device (``device:///dev/video0`` or ``/dev/video0``)."""
+    """A camera: rtsp://, rtsps://, http(s):// (MJPEG or HLS), udp://, rtp://, srt://, tcp://,
+    rtmp(s):// (live, as clients only), a file path or file://, or a local device
+    (``device:///dev/video0`` or ``/dev/video0``); other schemes are refused (``schemas.urls``)."""
 
     id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")
     url: str = Field(min_length=1)
@@ -84,6 +87,12 @@ class CameraConfig(_Strict):
     realtime: bool | None = None  # files: pace at the file's frame rate (default: same as loop)
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     options: StreamOptions | None = None  # overrides of ``defaults``
+
+    @field_validator("url")
+    @classmethod
+    def _openable(cls, url: str) -> str:
+        source_kind(url)  # refuses schemes FFmpeg must not be handed, and listening (server) modes
+        return url
 
 
 class FrameLimits(_Strict):
