@@ -15,6 +15,7 @@ from tests.test_frame_fuzz import REASONS, must_refuse
 from xclip_stream.actors.runner import init_ray
 from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.sinks import KafkaSink
+from xclip_stream.services.tansu import create_topics
 
 FPS = 16
 
@@ -45,14 +46,16 @@ def test_hostile_records_are_dead_lettered_and_cameras_stay_bounded(ray_session,
     fuzz = [r for r in must_refuse(random.Random(11)) if r[0] != "huge_value"]
     bad = random.Random(3).sample(fuzz, 97)
     big = [("oversized", b"cam-a", b"\xff\xd8" + bytes(100_000), good_frames("cam-a", 99, 1)[0][2])] * 3
+    create_topics(kafka_bootstrap, {frames_topic: 1})  # one partition: the cameras arrive in this order
     sink = KafkaSink(kafka_bootstrap, max_request_size=8 * 2**20)  # the fuzz has 1 MiB header values
-    for key, value, headers in good_frames("cam-a", 0, 16):
+    # a's frames are contiguous and b's follow, so neither can go idle before c arrives (unless the
+    # 103 bad records took camera_idle_s to consume); then c is one camera too many.
+    for key, value, headers in good_frames("cam-a", 0, 32) + good_frames("cam-b", 0, 8):
         sink.send(frames_topic, key, value, headers)
     for _, key, value, headers in bad + big:
         sink.send(frames_topic, key, value or b"", headers or [])
-    for camera in ("cam-a", "cam-b", "cam-c"):  # cam-c is one camera too many while a and b are busy
-        for key, value, headers in good_frames(camera, 16 if camera == "cam-a" else 0, 16 if camera == "cam-a" else 8):
-            sink.send(frames_topic, key, value, headers)
+    for key, value, headers in good_frames("cam-c", 0, 8):
+        sink.send(frames_topic, key, value, headers)
     sink.flush()
 
     labels = {"labels": ["a", "b"], "default_thresholds": {"on": 0.0, "off": 0.0}}  # every label turns on
@@ -61,14 +64,14 @@ def test_hostile_records_are_dead_lettered_and_cameras_stay_bounded(ray_session,
         "bootstrap": kafka_bootstrap, "events_topic": events_topic, "dead_letter_topic": dlq,
         "session_timeout_ms": 3000,
         "frames": [{"topic": frames_topic, "group_id": kafka_topic, "limits": limits, "max_cameras": 2,
-                    "camera_idle_s": 3.0}]})
+                    "camera_idle_s": 8.0}]})
     events, letters = TopicReader(kafka_bootstrap, events_topic), TopicReader(kafka_bootstrap, dlq)
     expected_letters = len(bad) + len(big) + 8
     with PipelineThread(config) as run:
         letters.read_until(lambda _: len(letters.records) >= expected_letters, what="dead letters")
         events.read_until(lambda ev: len(by_camera(ev).get("cam-a", [])) >= 4, what="cam-a's windows")
         # a and b go idle and are evicted (their incidents end); then c has room
-        events.read_until(lambda ev: ended(ev) >= {"cam-a", "cam-b"}, timeout=30,
+        events.read_until(lambda ev: ended(ev) >= {"cam-a", "cam-b"}, timeout=45,
                           what="incidents ended by eviction")
         for key, value, headers in good_frames("cam-c", 8, 8):
             sink.send(frames_topic, key, value, headers)
