@@ -157,3 +157,24 @@ def test_interlaced_png_from_ffmpeg_decodes():
     value = b"".join(bytes(p) for p in ctx.encode(frame) + ctx.encode(None))
     assert value[28] == 1  # IHDR's interlace method
     assert np.array_equal(decode_frame_message(b"cam", value, HEADERS).image, image)
+
+
+@pytest.mark.parametrize(
+    "options", [{"progressive": True}, {"restart_marker_blocks": 1}, {"exif": b"Exif\x00\x00" + bytes(600)}]
+)
+def test_progressive_restart_interval_and_exif_jpegs_from_another_encoder_decode(options: dict):
+    """libjpeg (through Pillow, a test dependency): several scans, RSTn markers in the entropy data,
+    an APP1 segment; one frame header in each, so all are accepted."""
+    import io
+
+    from PIL import Image
+
+    image = np.random.default_rng(9).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "JPEG", quality=90, **options)
+    value = out.getvalue()
+    if options.get("progressive"):
+        assert value.count(b"\xff\xda") > 1  # several scans
+    if "restart_marker_blocks" in options:
+        assert value.count(b"\xff\xdd") == 1 and value.count(b"\xff\xd0") > 0  # DRI, then RST0..7
+    assert decode_frame_message(b"cam", value, HEADERS).image.shape == (40, 56, 3)
