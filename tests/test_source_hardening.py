@@ -172,3 +172,13 @@ def test_a_udp_port_with_no_sender_does_not_stall():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     _assert_retries_and_stops(f"udp://127.0.0.1:{port}")
+
+
+def test_a_video_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    from tests.media import write_index_video
+    from xclip_stream.pipeline.sources import SourceError
+
+    clip = write_index_video(tmp_path / "a.mp4", 8, fps=8)  # 128x96
+    with pytest.raises(SourceError, match="128x96, over the limit of 12287 pixels"):
+        list(VideoSource("cam", str(clip), max_pixels=128 * 96 - 1).frames())
+    assert len(list(VideoSource("cam", str(clip), max_pixels=128 * 96).frames())) == 8

@@ -50,6 +50,7 @@ _EOF, _ERROR, _STOPPED = "eof", "error", "stopped"
 # Skipping non-reference frames moves a sampled frame by at most the run of B-frames it sits in
 # (2-3 frames): negligible against a sample interval of 4 frames or more.
 SKIP_NONREF_FRAMES = 4
+MAX_SOURCE_PIXELS = 8192 * 8192  # twice 8K UHD: what a decoder may allocate per frame of a source
 CLOCK_STEP_S = 2.0  # a wall clock this far behind a timeline was stepped (reported in the log)
 
 
@@ -258,6 +259,7 @@ class VideoSource:
         backoff: Backoff | None = None,
         on_status: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        max_pixels: int = MAX_SOURCE_PIXELS,
     ):
         if rtsp_transport not in ("tcp", "udp"):
             raise ValueError(f"rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
@@ -279,6 +281,7 @@ class VideoSource:
         self._backoff = backoff or Backoff()
         self._on_status = on_status
         self._clock = clock
+        self.max_pixels = max_pixels
         self._stop = threading.Event()
         self._timeline = _Timeline(clock)
         self._seq = 0
@@ -364,11 +367,17 @@ class VideoSource:
         self._timeline.restart()  # live: re-anchored at this connection's first frame
         return source
 
-    @staticmethod
-    def _check_video(container: av.container.InputContainer) -> av.container.InputContainer:
+    def _check_video(self, container: av.container.InputContainer) -> av.container.InputContainer:
+        """A video stream no larger than ``max_pixels``; the decoder is held to that size too (FFmpeg's
+        ``max_pixels``), so a stream that grows mid-way cannot make it allocate more."""
         if not container.streams.video:
             container.close()
             raise ValueError("no video stream")
+        codec = container.streams.video[0].codec_context
+        if codec.width * codec.height > self.max_pixels:
+            container.close()
+            raise ValueError(f"video is {codec.width}x{codec.height}, over the limit of {self.max_pixels} pixels")
+        codec.options = {**codec.options, "max_pixels": str(self.max_pixels)}
         return container
 
     def _wait_to_retry(self, reason: str) -> bool:
