@@ -178,3 +178,10 @@ def test_progressive_restart_interval_and_exif_jpegs_from_another_encoder_decode
     if "restart_marker_blocks" in options:
         assert value.count(b"\xff\xdd") == 1 and value.count(b"\xff\xd0") > 0  # DRI, then RST0..7
     assert decode_frame_message(b"cam", value, HEADERS).image.shape == (40, 56, 3)
+
+
+def test_a_png_of_countless_tiny_chunks_is_refused_quickly():
+    value = png(8, 8)
+    many = value[:33] + png_chunk(b"tEXt", b"") * 100_000 + value[33:]
+    error = refusal(many)
+    assert error.reason == "corrupt_image" and "more than 4096 chunks" in str(error)

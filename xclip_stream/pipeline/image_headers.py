@@ -10,6 +10,7 @@ data, or bytes after the end marker. Pure byte parsing, no decoding: cost is lin
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_RST = frozenset(range(0xD0, 0xD8))
 _JPEG_SOS, _JPEG_EOI, _JPEG_TEM = 0xDA, 0xD9, 0x01
+_JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # FF00, RSTn and fill FFs stay in the scan
+# Encoders write IDAT chunks of 8 KiB or more: 4096 chunks carry any PNG a frame limit lets through,
+# and bound the Python loops that walk them (a message of 12-byte chunks would otherwise cost ~1 s).
+_PNG_MAX_CHUNKS = 4096
 _PNG_ANIMATION = (b"acTL", b"fcTL", b"fdAT")
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
@@ -107,19 +112,12 @@ def _jpeg_frame_size(value: bytes, start: int, length: int) -> tuple[int, int]:
 
 def _skip_entropy_data(value: bytes, i: int) -> int:
     """Index of the first marker after a scan's entropy-coded data (FF00 is a stuffed byte, RSTn
-    markers and FF fill bytes belong to the scan)."""
-    n = len(value)
-    while True:
-        i = value.find(b"\xff", i)
-        if i < 0 or i + 1 >= n:
-            raise ImageHeaderError("JPEG is truncated inside a scan")
-        follower = value[i + 1]
-        if follower == 0x00 or follower in _JPEG_RST:
-            i += 2
-        elif follower == 0xFF:
-            i += 1
-        else:
-            return i
+    markers and FF fill bytes belong to the scan); a regular expression, so that a scan stuffed with
+    FF00 pairs costs no Python loop per pair."""
+    found = _JPEG_MARKER_IN_SCAN.search(value, i)
+    if found is None:
+        raise ImageHeaderError("JPEG is truncated inside a scan")
+    return found.start()
 
 
 def _png_header(value: bytes) -> ImageHeader:
@@ -147,6 +145,8 @@ def _png_header(value: bytes) -> ImageHeader:
         if kind in _PNG_ANIMATION:
             raise ImageHeaderError("animated PNGs (APNG) are not single frames")
         seen.append(kind)
+        if len(seen) > _PNG_MAX_CHUNKS:
+            raise ImageHeaderError(f"PNG has more than {_PNG_MAX_CHUNKS} chunks")
         i = data_end + 4
         if kind == b"IEND":
             break
