@@ -185,3 +185,10 @@ def test_a_png_of_countless_tiny_chunks_is_refused_quickly():
     many = value[:33] + png_chunk(b"tEXt", b"") * 100_000 + value[33:]
     error = refusal(many)
     assert error.reason == "corrupt_image" and "more than 4096 chunks" in str(error)
+
+
+@pytest.mark.parametrize("filler", [b"\xff\xfe\x00\x02", b"\xff"])  # empty COM segments, fill bytes
+def test_a_jpeg_of_countless_markers_is_refused_quickly(filler: bytes):
+    value = jpeg()
+    error = refusal(value[:2] + filler * 500_000 + value[2:])
+    assert error.reason == "corrupt_image" and "more than 4096 markers" in str(error)

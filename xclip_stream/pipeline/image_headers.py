@@ -22,6 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_RST = frozenset(range(0xD0, 0xD8))
 _JPEG_SOS, _JPEG_EOI, _JPEG_TEM = 0xDA, 0xD9, 0x01
+_JPEG_MAX_MARKERS = 4096  # segments and fill bytes outside scans: real files have dozens
 _JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # FF00, RSTn and fill FFs stay in the scan
 # Encoders write IDAT chunks of 8 KiB or more: 4096 chunks carry any PNG a frame limit lets through,
 # and bound the Python loops that walk them (a message of 12-byte chunks would otherwise cost ~1 s).
@@ -58,7 +59,7 @@ def _jpeg_header(value: bytes) -> ImageHeader:
     n = len(value)
     frames: list[tuple[int, int, int]] = []  # (marker, width, height) of each SOFn
     i = 2
-    while True:
+    for _ in range(_JPEG_MAX_MARKERS):
         if i + 2 > n:
             raise ImageHeaderError("JPEG is truncated (it does not end with the EOI marker FFD9)")
         if value[i] != 0xFF:
@@ -89,6 +90,8 @@ def _jpeg_header(value: bytes) -> ImageHeader:
                 raise ImageHeaderError("JPEG has a scan before its frame header (SOFn)")
             end = _skip_entropy_data(value, end)
         i = end
+    else:
+        raise ImageHeaderError(f"JPEG has more than {_JPEG_MAX_MARKERS} markers outside its scans")
     if not frames:
         raise ImageHeaderError("JPEG has no frame header (SOFn)")
     if len(frames) > 1:
