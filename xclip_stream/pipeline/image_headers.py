@@ -5,7 +5,9 @@ the decoder could act on, not only the first one a quick sniff finds. Both walke
 file's structure (JPEG marker segments and entropy-coded scans; PNG chunks) and refuse anything a
 still image has no use for: a second JPEG frame header (multi-frame and hierarchical tricks), a PNG
 whose IHDR is not the first chunk or comes twice, animated PNG chunks, segments that overrun the
-data, or bytes after the end marker. Pure byte parsing, no decoding: cost is linear in the size.
+data, or bytes after the end marker. ``verify_png_data`` then checks that a PNG's image data
+inflates to exactly the rows its IHDR declares (FFmpeg pads a short one). Pure byte parsing, no
+decoding; cost is linear in the size, with the loops bounded by marker and chunk counts.
 """
 
 from __future__ import annotations
