@@ -134,3 +134,17 @@ def test_example_configuration_is_valid_including_yaml_on_off_keys():
     assert [c.id for c in config.cameras] == ["lobby", "parking", "replay"]
     assert config.labels.thresholds["a person falling"].on == 0.5  # `on:` is not read as `true:`
     assert config.stream_options(config.cameras[2].options).sample_fps == 8
+
+
+def test_a_clock_stepped_back_ends_open_incidents_instead_of_refusing_later_windows():
+    """Frames whose producer's clock went back an hour: later windows start before earlier ones."""
+    b = builder()
+    first = [e for i in range(3) for e in b.window_events(scored(i))]
+    assert [(e.type, e.label) for e in first[1:2]] == [("start", "falling")]
+    back = scored(-3600)
+    events = b.window_events(back)
+    assert [getattr(e, "type", "score") for e in events[1:]] == ["end", "start"]
+    ended, started = events[1], events[2]
+    assert ended.end_time == 1_700_000_002.75 and started.start_time == back.window.start_time
+    assert ended.incident_id != started.incident_id
+    assert b.window_events(scored(-3599))[1:] == []  # in order again from there on

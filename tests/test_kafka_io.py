@@ -27,6 +27,7 @@ from xclip_stream.pipeline.kafka_io import (
     encode_frame_message,
     make_consumer,
 )
+from xclip_stream.schemas.config import FrameLimits
 from xclip_stream.services.tansu import TansuBroker, tansu_binary
 
 SESSION_MS = 2000  # a group join waits about half the session timeout
@@ -201,9 +202,9 @@ def test_corrupt_entropy_data_is_refused():
 def test_image_size_limit_is_checked_before_decoding(fmt: str):
     key, value, headers = encode_frame_message("cam", 1000, 1, grey_blocks(48, 64), fmt)
     with pytest.raises(BadMessage, match="48") as info:
-        decode_frame_message(key, value, headers, max_pixels=64 * 47)
+        decode_frame_message(key, value, headers, FrameLimits(max_pixels=64 * 47))
     assert info.value.reason == "image_too_large"
-    assert decode_frame_message(key, value, headers, max_pixels=64 * 48).image.shape == (48, 64, 3)
+    assert decode_frame_message(key, value, headers, FrameLimits(max_pixels=64 * 48)).image.shape == (48, 64, 3)
 
 
 def test_dead_letter_headers_keep_the_originals():

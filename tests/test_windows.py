@@ -71,3 +71,15 @@ def test_bad_parameters_are_refused():
         WindowBuffer("c", num_frames=0, hop=1)
     with pytest.raises(ValueError, match="max_gap_seconds"):
         WindowBuffer("c", num_frames=8, hop=1, max_gap_seconds=0)
+
+
+def test_time_going_back_empties_the_ring():
+    """A producer's clock stepped back: no window may mix frames from both sides of the step."""
+    buffer = WindowBuffer("cam", num_frames=3, hop=3, max_gap_seconds=2.0)
+    image = np.zeros((3, 4, 4), np.uint8)
+    assert buffer.push(0, 100.0, image) is None and buffer.push(1, 100.5, image) is None
+    assert buffer.push(2, 40.0, image) is None  # an hour... or a minute back
+    assert buffer.gaps == 1
+    assert buffer.push(3, 40.5, image) is None
+    window = buffer.push(4, 41.0, image)
+    assert window is not None and window.frame_times == (40.0, 40.5, 41.0)

@@ -16,6 +16,11 @@ offset is never released for a record whose output was lost. A rebalance hands p
 (``HandOver``: commit what is done, forget the rest, drop those cameras' frames). A camera that
 goes quiet has its ring released and its incidents ended (``IdleCameras``). On stop or removal,
 every camera's open incidents are ended and acknowledged before the final commit.
+
+Hostile input: camera ids come from the messages, so a bounded ``CameraRegistry`` holds at most
+``max_cameras`` of them (optionally only ``allowed_cameras``), evicting ones silent for
+``camera_idle_s``; a camera with no room is dead-lettered. Decoding limits (``limits``) hold before
+any allocation, and a dead letter too big to republish is sent as a marked, truncated copy.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from dataclasses import replace
 
 import ray
 
+from ..pipeline.cameras import CameraRegistry
 from ..pipeline.events import EventBuilder
 from ..pipeline.idle import IdleCameras
 from ..pipeline.kafka_io import (
     BadMessage,
     OffsetTracker,
-    dead_letter_headers,
+    dead_letter_record,
     decode_frame_message,
     make_consumer,
 )
@@ -68,7 +74,9 @@ class KafkaFramesActor:
         self.pending = PendingWindows(self.options.max_pending_windows, drop_oldest=False)
         self.tracker = OffsetTracker()
         self.lock = threading.Lock()  # tracker and refs: touched by the poll thread and sink callbacks
-        self.stages: dict[str, WindowStage] = {}
+        # Cameras come from the messages: a bounded registry holds their window stages (poll thread).
+        self.cameras = CameraRegistry(self.spec.max_cameras, self.spec.camera_idle_s, self.spec.allowed_cameras,
+                                      create=self._new_stage, close=self._close_camera, busy=self._busy)
         self.builders: dict[str, EventBuilder] = {}
         self.refs: dict[tuple[str, int], tuple] = {}  # (camera, internal seq) -> (tp, offset, source seq)
         self.window_refs: dict[tuple[str, int], list] = {}  # (camera, window index) -> its frames' refs
@@ -118,7 +126,8 @@ class KafkaFramesActor:
                 "windows_scored": self.loop.stats.scored if self.loop else 0, "pending": len(self.pending),
                 "windows_failed": self.loop.stats.failed if self.loop else 0,
                 "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
-                "cameras": sorted(self.stages), "last_error": self.error, **self.delivery.health()}
+                "cameras": self.cameras.ids(), "cameras_evicted": self.cameras.evicted,
+                "cameras_refused": self.cameras.refused, "last_error": self.error, **self.delivery.health()}
 
     async def take_output(self) -> list[str]:
         return self.lines.take() if self.lines is not None else []
@@ -148,6 +157,7 @@ class KafkaFramesActor:
                 for camera in self.idle.due():
                     self.release_idle(camera)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    self.cameras.sweep()
                     self._commit(consumer)
                     last_commit = time.monotonic()
         except QueueClosed:
@@ -169,14 +179,14 @@ class KafkaFramesActor:
                 log.warning("%s: skipping a record already in hand: %s", self.name, e)
                 return
         try:
-            frame = decode_frame_message(record.key, record.value, list(record.headers or []))
+            frame = decode_frame_message(record.key, record.value, list(record.headers or []), self.spec.limits)
+            stage = self.cameras.get(frame.camera_id)  # refused (dead-lettered) past max_cameras
         except BadMessage as e:
             self._dead_letter(tp, record, e)
             return
         camera = frame.camera_id
         self.camera_tps[camera] = tp
         self.idle.seen(camera)
-        stage = self.stages.get(camera) or self._new_stage(camera)
         if not stage.keep(frame.time):
             self._release(tp, record.offset)
             return
@@ -206,19 +216,32 @@ class KafkaFramesActor:
                 if entry is not None:
                     self.tracker.release(entry[0], entry[1])
 
-        stage = WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
-                            self.options.hop, self.options.max_gap_seconds, on_evict=evicted)
-        self.stages[camera] = stage
-        return stage
+        return WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
+                           self.options.hop, self.options.max_gap_seconds, on_evict=evicted)
+
+    def _busy(self, camera: str) -> bool:
+        """Windows of the camera are queued or being scored: it is not evicted yet."""
+        with self.lock:
+            return any(c == camera for c, _ in self.window_refs)
+
+    def _close_camera(self, camera: str, stage: WindowStage) -> None:
+        """An idle camera leaves the registry (poll thread): its ring's frames are released and, on
+        the actor's loop, its incidents end and its builder goes, as on a hand-over."""
+        stage.buffer.reset()
+        self.camera_tps.pop(camera, None)
+        self.idle.forget(camera)
+        self.aio.call_soon_threadsafe(self._end_incidents, camera, True)
+        log.info("%s: camera %r evicted after %g s without frames", self.name, camera, self.spec.camera_idle_s)
 
     def _dead_letter(self, tp, record, error: BadMessage) -> None:
         self.stats["dead_letters"] += 1
         log.warning("%s: offset %d of %s[%d] to the dead-letter topic: %s", self.name, record.offset,
                     tp.topic, tp.partition, error)
-        headers = dead_letter_headers(list(record.headers or []), error.reason, str(error), tp.topic,
-                                      tp.partition, record.offset)
+        key, value, headers = dead_letter_record(record.key, record.value, list(record.headers or []), error,
+                                                 tp.topic, tp.partition, record.offset,
+                                                 self.spec.limits.dead_letter_max_bytes)
         # Retried until acknowledged (see Delivery); only then is the record's offset released.
-        self.delivery.submit(self.sink_spec.dead_letter_topic, record.key, record.value or b"", headers,
+        self.delivery.submit(self.sink_spec.dead_letter_topic, key, value, headers,
                              on_ack=lambda _: self._release(tp, record.offset))
 
     def _release(self, tp, offset: int) -> None:
@@ -267,7 +290,7 @@ class KafkaFramesActor:
     def release_idle(self, camera: str) -> None:
         """A camera sent nothing for a while: release its ring's frames (a later frame could not
         join them in a window anyway, a gap empties the ring) and end its open incidents."""
-        stage = self.stages.get(camera)
+        stage = self.cameras.peek(camera)
         if stage is not None:
             stage.buffer.reset()  # evicts every frame: their offsets are released
         self.aio.call_soon_threadsafe(self._end_incidents, camera, False)
@@ -285,7 +308,7 @@ class KafkaFramesActor:
             for w in gone:
                 self.window_refs.pop((w.camera_id, w.index), None)
         for camera in cameras:
-            stage = self.stages.pop(camera, None)
+            stage = self.cameras.remove(camera)
             if stage is not None:
                 stage.buffer.reset()  # releases into the forgotten partitions: no effect on commits
             self.aio.call_soon_threadsafe(self._end_incidents, camera, True)

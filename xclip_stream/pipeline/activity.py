@@ -98,6 +98,16 @@ class ActivityTracker:
         self._states.clear()
         return events
 
+    def restart_clock(self, start_time: float) -> list[ActivityEvent]:
+        """The camera's clock stepped back (a window starts before the last one): incidents in
+        progress end at their last window, and window order is checked again from ``start_time`` on.
+        A no-op, returning nothing, for a window in order."""
+        if self._last_start is None or start_time >= self._last_start:
+            return []
+        events = self.flush()
+        self._last_start = None
+        return events
+
     def set_thresholds(
         self,
         thresholds: Mapping[str, LabelThresholds],

@@ -109,8 +109,10 @@ class EventBuilder:
             labelset_id=lsid,
             latency_ms=round(max(0.0, self.clock() - w.end_time) * 1000.0, 3),
         )
+        # A producer's clock stepped back: end what was open rather than refuse every later window.
+        ended = self.tracker.restart_clock(w.start_time)
         activity = self.tracker.update(dict(zip(scored.labels, probs)), w.start_time, w.end_time)
-        return [score, *activity]
+        return [score, *ended, *activity]
 
     def window_failed(self, window: FrameWindow, labels: Sequence[str], reason: str, attempts: int,
                       first_seq: int | None = None, last_seq: int | None = None) -> WindowFailed:

@@ -6,14 +6,16 @@ order. Headers carry what a decoder must not guess: ``camera_id`` (UTF-8), ``cap
 
 Decoding uses PyAV's codec contexts (Pillow is not a runtime dependency) and treats every flaw as a
 :class:`BadMessage`, because a half-decoded frame (ffmpeg pads a truncated JPEG with grey) would be
-scored as if the camera had seen it. Image dimensions are read from the header before decoding, so
-a small message cannot make the decoder allocate a huge frame.
+scored as if the camera had seen it. Limits (``FrameLimits``) hold before any allocation: the record
+size first, then the pixel count and aspect ratio of the one frame header the image may declare
+(``image_headers`` walks all of them), then FFmpeg's own ``max_pixels`` inside the decoder, and the
+decoded frame must have the declared size. A refused record is dead-lettered (``dead_letter_record``):
+original key, value and headers, cut to size so the dead-letter producer cannot fail on them.
 """
 
 from __future__ import annotations
 
 import re
-import struct
 import time
 from fractions import Fraction
 
@@ -21,23 +23,26 @@ import av
 import numpy as np
 from av.codec.context import CodecContext
 
+from xclip_stream.schemas.config import FrameLimits
 from xclip_stream.schemas.frames import SourceFrame
 
+from .image_headers import (
+    JPEG_SOI,
+    PNG_SIGNATURE,
+    ImageHeader,
+    ImageHeaderError,
+    read_image_header,
+    verify_png_data,
+)
 from .rgb import to_rgb
 
 FRAME_HEADERS = ("camera_id", "capture_time_ms", "seq")
 IMAGE_FORMATS = ("jpeg", "png")
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_LIMITS = FrameLimits()
+MAX_CAMERA_ID_CHARS = 200  # as a configured camera's id
 
-_JPEG_SOI = b"\xff\xd8"
-_JPEG_EOI = b"\xff\xd9"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk with its fixed CRC
 _DECODERS = {"jpeg": "mjpeg", "png": "png"}
 _INTEGER = re.compile(rb"[0-9]{1,18}")  # plain ASCII digits: no sign, spaces or underscores
-# SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI, EOI: no length field
 
 
 class BadMessage(Exception):
@@ -97,9 +102,15 @@ def decode_frame_message(
     key: bytes | None,
     value: bytes | None,
     headers: list[tuple[str, bytes]] | None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limits: FrameLimits = DEFAULT_LIMITS,
 ) -> SourceFrame:
     """The frame a record carries; any flaw raises :class:`BadMessage`."""
+    if value is not None and len(value) > limits.max_message_bytes:
+        # Refused before anything else is read: the headers may be as hostile as the value.
+        raise BadMessage(
+            "message_too_large",
+            f"record value is {len(value)} bytes, over the limit of {limits.max_message_bytes}",
+        )
     fields = _header_fields(headers)
     camera_id = _camera_id(fields["camera_id"])
     capture_time_ms = _integer(fields, "capture_time_ms")
@@ -108,20 +119,39 @@ def decode_frame_message(
     if key is None:
         raise BadMessage("key_mismatch", f"{where}: the record has no key (expected the camera id)")
     if key != fields["camera_id"]:
-        shown = key.decode("utf-8", "replace")
+        shown = key[:64].decode("utf-8", "replace")
         raise BadMessage("key_mismatch", f"{where}: record key {shown!r} differs from the camera_id header")
     if not value:
         raise BadMessage("empty_payload", f"{where}: the record has no image bytes")
-    fmt = _sniff_format(value, where)
-    width, height = _image_size(value, fmt, where)
-    if width * height > max_pixels:
-        raise BadMessage(
-            "image_too_large",
-            f"{where}: {width}x{height} {fmt.upper()} exceeds the limit of {max_pixels} pixels",
-        )
-    image = _decode_image(value, fmt, where)
+    try:
+        declared = read_image_header(value)
+    except ImageHeaderError as e:
+        reason = "unsupported_format" if not value.startswith((JPEG_SOI, PNG_SIGNATURE)) else "corrupt_image"
+        raise BadMessage(reason, f"{where}: {e}") from None
+    _check_size(declared, limits, where)
+    if declared.fmt == "png":
+        try:
+            verify_png_data(value, declared)
+        except ImageHeaderError as e:
+            raise BadMessage("corrupt_image", f"{where}: {e}") from None
+    image = _decode_image(value, declared, limits.max_pixels, where)
     seconds = capture_time_ms / 1000.0
     return SourceFrame(camera_id=camera_id, seq=seq, time=seconds, pts=seconds, image=image)
+
+
+def _check_size(declared: ImageHeader, limits: FrameLimits, where: str) -> None:
+    """Pixel count and aspect ratio, so neither the decoder nor the resize to the model's square
+    input (the short side scaled up to S) can allocate far more than an ordinary frame."""
+    width, height, name = declared.width, declared.height, declared.fmt.upper()
+    if width * height > limits.max_pixels:
+        raise BadMessage(
+            "image_too_large", f"{where}: {width}x{height} {name} exceeds the limit of {limits.max_pixels} pixels"
+        )
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise BadMessage(
+            "bad_aspect",
+            f"{where}: {width}x{height} {name} is more elongated than the limit of {limits.max_aspect:g}:1",
+        )
 
 
 def _header_fields(headers: list[tuple[str, bytes]] | None) -> dict[str, bytes]:
@@ -146,9 +176,11 @@ def _camera_id(raw: bytes) -> str:
         camera_id = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadMessage("bad_header", f"header 'camera_id' is not UTF-8: {raw[:64]!r}") from e
-    if not camera_id or not camera_id.isprintable():
+    if not camera_id or not camera_id.isprintable() or len(camera_id) > MAX_CAMERA_ID_CHARS:
         raise BadMessage(
-            "bad_header", f"header 'camera_id' must be non-empty printable text, got {camera_id!r}"
+            "bad_header",
+            f"header 'camera_id' must be printable text of 1 to {MAX_CAMERA_ID_CHARS} characters, "
+            f"got {camera_id[:64]!r} ({len(camera_id)} characters)",
         )
     return camera_id
 
@@ -162,79 +194,28 @@ def _integer(fields: dict[str, bytes], name: str) -> int:
     return int(raw)
 
 
-def _sniff_format(value: bytes, where: str) -> str:
-    """The image format from its magic bytes, checked for a complete ending (truncation)."""
-    if value.startswith(_JPEG_SOI):
-        if not value.endswith(_JPEG_EOI):
-            raise BadMessage(
-                "corrupt_image", f"{where}: JPEG is truncated (it does not end with the EOI marker FFD9)"
-            )
-        return "jpeg"
-    if value.startswith(_PNG_SIGNATURE):
-        if not value.endswith(_PNG_IEND):
-            raise BadMessage(
-                "corrupt_image", f"{where}: PNG is truncated (it does not end with an IEND chunk)"
-            )
-        return "png"
-    raise BadMessage(
-        "unsupported_format", f"{where}: payload is neither JPEG nor PNG (starts with {value[:8].hex(' ')})"
-    )
-
-
-def _image_size(value: bytes, fmt: str, where: str) -> tuple[int, int]:
-    """(width, height) from the PNG IHDR chunk or the JPEG SOFn segment, before any decoding."""
-    size = _png_size(value) if fmt == "png" else _jpeg_size(value)
-    if size is None or min(size) <= 0:
-        raise BadMessage("corrupt_image", f"{where}: {fmt.upper()} has no valid image size header")
-    return size
-
-
-def _png_size(value: bytes) -> tuple[int, int] | None:
-    if len(value) < 24 or value[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", value[16:24])
-    return width, height
-
-
-def _jpeg_size(value: bytes) -> tuple[int, int] | None:
-    """Walk the marker segments up to the first SOFn; entropy-coded data starts only after it."""
-    i = 2
-    while i + 4 <= len(value):
-        if value[i] != 0xFF:
-            return None
-        marker = value[i + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            i += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            i += 2
-            continue
-        if marker == 0xDA:  # start of scan before any frame header
-            return None
-        (length,) = struct.unpack(">H", value[i + 2 : i + 4])
-        if marker in _JPEG_SOF:
-            if length < 8 or i + 9 > len(value):
-                return None
-            height, width = struct.unpack(">HH", value[i + 5 : i + 9])
-            return width, height
-        i += 2 + length
-    return None
-
-
-def _decode_image(value: bytes, fmt: str, where: str) -> np.ndarray:
-    """RGB (H, W, 3) uint8; decoder errors are strict ("explode") so damaged data is refused."""
-    ctx = CodecContext.create(_DECODERS[fmt], "r")
+def _decode_image(value: bytes, declared: ImageHeader, max_pixels: int, where: str) -> np.ndarray:
+    """RGB (H, W, 3) uint8 of exactly the declared size. Decoder errors are strict ("explode") so
+    damaged data is refused, and FFmpeg's own ``max_pixels`` bounds what the decoder may allocate
+    whatever header it ends up acting on."""
+    name = declared.fmt.upper()
+    ctx = CodecContext.create(_DECODERS[declared.fmt], "r")
     ctx.thread_count = 1  # one still image: decoder threads cost more than they give
-    ctx.options = {"err_detect": "crccheck+explode"}
+    ctx.options = {"err_detect": "crccheck+explode", "max_pixels": str(max_pixels)}
     try:
         frames = list(ctx.decode(av.Packet(value))) + list(ctx.decode(None))
     except (av.FFmpegError, ValueError) as e:
-        raise BadMessage("corrupt_image", f"{where}: {fmt.upper()} does not decode: {e}") from e
+        raise BadMessage("corrupt_image", f"{where}: {name} does not decode: {e}") from e
     if len(frames) != 1:
+        raise BadMessage("corrupt_image", f"{where}: {name} decoded to {len(frames)} frames, expected 1")
+    frame = frames[0]
+    if (frame.width, frame.height) != (declared.width, declared.height):
         raise BadMessage(
-            "corrupt_image", f"{where}: {fmt.upper()} decoded to {len(frames)} frames, expected 1"
+            "size_mismatch",
+            f"{where}: {name} declares {declared.width}x{declared.height} but decoded to "
+            f"{frame.width}x{frame.height}",
         )
-    return to_rgb(frames[0])
+    return to_rgb(frame)
 
 
 def dead_letter_headers(
@@ -259,3 +240,51 @@ def dead_letter_headers(
         ("dlq_offset", str(int(offset)).encode("ascii")),
         ("dlq_time_ms", str(time.time_ns() // 1_000_000).encode("ascii")),
     ]
+
+
+_DLQ_KEY_BYTES = 1024  # a camera id is short; a longer key is cut
+_DLQ_HEADER_BYTES = 16 * 1024  # all original headers (names and values) together
+
+
+def dead_letter_record(
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+    error: BadMessage,
+    topic: str,
+    partition: int,
+    offset: int,
+    max_value_bytes: int = DEFAULT_LIMITS.dead_letter_max_bytes,
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the dead letter for a refused record.
+
+    The copy is whole where it fits, so a fixed consumer can replay it. What does not fit a producer's
+    request (kafka-python's default is 1 MiB) is cut: the value to its first ``max_value_bytes``, the key
+    to 1 KiB, the original headers to 16 KiB in all (later ones dropped, a long value cut). Then
+    ``dlq_truncated`` names what was cut (``value,key,headers``) and ``dlq_original_bytes`` gives the
+    value's full size, so a cut copy is never mistaken for the record."""
+    value = value or b""
+    cut = []
+    if len(value) > max_value_bytes:
+        cut.append("value")
+    if key is not None and len(key) > _DLQ_KEY_BYTES:
+        cut.append("key")
+    kept_headers: list[tuple[str, bytes]] = []
+    budget = _DLQ_HEADER_BYTES
+    for name, raw in headers or ():
+        raw = raw or b""
+        room = budget - len(name)
+        if room < len(raw):
+            cut.append("headers")
+            if room > 0:
+                kept_headers.append((name, raw[:room]))
+            break
+        kept_headers.append((name, raw))
+        budget = room - len(raw)
+    letter_headers = dead_letter_headers(kept_headers, error.reason, str(error), topic, partition, offset)
+    if cut:
+        letter_headers += [
+            ("dlq_truncated", ",".join(cut).encode("ascii")),
+            ("dlq_original_bytes", str(len(value)).encode("ascii")),
+        ]
+    return (None if key is None else key[:_DLQ_KEY_BYTES]), value[:max_value_bytes], letter_headers

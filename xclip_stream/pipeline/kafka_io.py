@@ -10,6 +10,7 @@ from xclip_stream.pipeline.frame_messages import (
     FRAME_HEADERS,
     BadMessage,
     dead_letter_headers,
+    dead_letter_record,
     decode_frame_message,
     encode_frame_message,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "cloudevent_headers",
     "create_topics",
     "dead_letter_headers",
+    "dead_letter_record",
     "decode_frame_message",
     "encode_frame_message",
     "make_consumer",

@@ -11,7 +11,8 @@ the next frame, as it would had it been decoded first).
 
 Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
 each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
-frame's time is ``anchor + pts``, so network jitter does not move timestamps. Formats without a clock
+frame's time is ``anchor + pts``, so network jitter does not move timestamps; a wall clock stepped
+back is not followed (``_Timeline``), so a camera's times never run backwards or stand still. Formats without a clock
 of their own (MJPEG over HTTP: FFmpeg just numbers its frames at an assumed 25 fps) use each packet's
 arrival time since the connection opened as PTS instead (the 2-3 frames FFmpeg reads while probing
 arrive together, so a connection's first frames can be closer in time than they were sent).
@@ -34,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 import av
 
 from ..schemas.frames import SourceFrame
+from ..schemas.urls import source_kind
 from .backoff import Backoff
 from .redact import redact_text, redact_url
 from .rgb import RGBConverter
@@ -48,6 +50,8 @@ _EOF, _ERROR, _STOPPED = "eof", "error", "stopped"
 # Skipping non-reference frames moves a sampled frame by at most the run of B-frames it sits in
 # (2-3 frames): negligible against a sample interval of 4 frames or more.
 SKIP_NONREF_FRAMES = 4
+MAX_SOURCE_PIXELS = 8192 * 8192  # twice 8K UHD: what a decoder may allocate per frame of a source
+CLOCK_STEP_S = 2.0  # a wall clock this far behind a timeline was stepped (reported in the log)
 
 
 class SourceError(Exception):
@@ -72,38 +76,44 @@ class _Stalled(Exception):
     """No data for read_timeout: the watchdog's verdict, raised on the reading thread."""
 
 
-def source_kind(url: str) -> str:
-    """``rtsp`` | ``http`` | ``hls`` | ``device`` | ``file``, from the URL's form."""
-    lower = url.lower()
-    if lower.startswith(("rtsp://", "rtsps://")):
-        return "rtsp"
-    if lower.startswith(("http://", "https://")):
-        return "hls" if urlsplit(lower).path.endswith(".m3u8") else "http"
-    if lower.startswith(("device://", "/dev/video")):
-        return "device"
-    return "file"
-
-
 def _keep_all(_time: float) -> bool:
     return True
 
 
 class _Timeline:
-    """Maps stream PTS to wall time from an anchor, never backwards (a PTS jump back re-anchors)."""
+    """Maps stream PTS to wall time from an anchor; time never goes backwards and never stands still.
 
-    def __init__(self, clock: Callable[[], float]):
-        self._clock = clock
+    The anchor is taken at a connection's first frame (``restart()``) and again when PTS jumps back.
+    If the wall clock then puts a frame before the last one given out (the clock was stepped back, by
+    NTP or by hand), the timeline does not follow it, nor wait for it to catch up (which would hand
+    every frame the same time, so a sampler keeping frames by time would keep none for as long as
+    the step): it continues from the last time by the monotonic time elapsed since, and stays that
+    far ahead of the wall clock. A step forward is followed (a gap, as after any outage)."""
+
+    def __init__(self, clock: Callable[[], float], monotonic: Callable[[], float] = time.monotonic):
+        self._clock, self._monotonic = clock, monotonic
         self.anchor: float | None = None
-        self._last: float | None = None
+        self._last: tuple[float, float] | None = None  # (time given out, monotonic() then)
+
+    def restart(self) -> None:
+        """A new connection: re-anchored at its first frame."""
+        self.anchor = None
 
     def map(self, pts: float) -> float:
         if self.anchor is None:
             self.anchor = self._clock() - pts
         t = self.anchor + pts
-        if self._last is not None and t < self._last:
+        if self._last is not None and t < self._last[0]:
             self.anchor = self._clock() - pts
-            t = max(self.anchor + pts, self._last)
-        self._last = t
+            t = self.anchor + pts
+            last, then = self._last
+            if t < last:
+                t = last + max(0.0, self._monotonic() - then)
+                if last - self._clock() > CLOCK_STEP_S:
+                    logger.warning("wall clock is %.0f s behind a camera's timeline (stepped back?); its "
+                                   "frame times continue monotonically", last - self._clock())
+                self.anchor = t - pts
+        self._last = (t, self._monotonic())
         return t
 
 
@@ -249,6 +259,7 @@ class VideoSource:
         backoff: Backoff | None = None,
         on_status: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        max_pixels: int = MAX_SOURCE_PIXELS,
     ):
         if rtsp_transport not in ("tcp", "udp"):
             raise ValueError(f"rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
@@ -270,6 +281,7 @@ class VideoSource:
         self._backoff = backoff or Backoff()
         self._on_status = on_status
         self._clock = clock
+        self.max_pixels = max_pixels
         self._stop = threading.Event()
         self._timeline = _Timeline(clock)
         self._seq = 0
@@ -352,14 +364,20 @@ class VideoSource:
         if not opened:
             source.close()
             return None
-        self._timeline.anchor = None  # live: re-anchored at this connection's first frame
+        self._timeline.restart()  # live: re-anchored at this connection's first frame
         return source
 
-    @staticmethod
-    def _check_video(container: av.container.InputContainer) -> av.container.InputContainer:
+    def _check_video(self, container: av.container.InputContainer) -> av.container.InputContainer:
+        """A video stream no larger than ``max_pixels``; the decoder is held to that size too (FFmpeg's
+        ``max_pixels``), so a stream that grows mid-way cannot make it allocate more."""
         if not container.streams.video:
             container.close()
             raise ValueError("no video stream")
+        codec = container.streams.video[0].codec_context
+        if codec.width * codec.height > self.max_pixels:
+            container.close()
+            raise ValueError(f"video is {codec.width}x{codec.height}, over the limit of {self.max_pixels} pixels")
+        codec.options = {**codec.options, "max_pixels": str(self.max_pixels)}
         return container
 
     def _wait_to_retry(self, reason: str) -> bool:

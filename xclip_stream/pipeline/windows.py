@@ -3,7 +3,8 @@
 A source offers every decoded frame's timestamp to the ``RateSampler`` first, so frames that are not
 kept are never converted or resized; kept frames are preprocessed once to the model's uint8 input and
 pushed into a ``WindowBuffer``, a ring of the model's frame count that emits a window every ``hop``
-frames. A gap in the stream (a reconnect, a stall) empties the ring, so no window spans missing time.
+frames. A gap in the stream (a reconnect, a stall) or a step back in time empties the ring, so no
+window spans missing time or runs backwards.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ class WindowBuffer:
 
     def push(self, seq: int, t: float, image: np.ndarray, pts: float | None = None) -> FrameWindow | None:
         """Add one preprocessed (3, S, S) uint8 frame; return a window when one is due."""
-        if self._ring and self.max_gap is not None and t - self._ring[-1][1] > self.max_gap:
-            self.reset()
+        last = self._ring[-1][1] if self._ring else None
+        if last is not None and (t < last or (self.max_gap is not None and t - last > self.max_gap)):
+            self.reset()  # a gap, or time going back (a producer's clock stepped): no window spans it
             self.gaps += 1
         if len(self._ring) == self.num_frames:
             self._evict()

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .urls import source_kind
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,8 +76,9 @@ class StreamOptions(_Strict):
 
 
 class CameraConfig(_Strict):
-    """A camera: rtsp://, rtsps://, http(s):// (MJPEG or HLS), a file path or file://, or a local
-    device (``device:///dev/video0`` or ``/dev/video0``)."""
+    """A camera: rtsp://, rtsps://, http(s):// (MJPEG or HLS), udp://, rtp://, srt://, tcp://,
+    rtmp(s):// (live, as clients only), a file path or file://, or a local device
+    (``device:///dev/video0`` or ``/dev/video0``); other schemes are refused (``schemas.urls``)."""
 
     id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")
     url: str = Field(min_length=1)
@@ -85,16 +88,42 @@ class CameraConfig(_Strict):
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     options: StreamOptions | None = None  # overrides of ``defaults``
 
+    @field_validator("url")
+    @classmethod
+    def _openable(cls, url: str) -> str:
+        source_kind(url)  # refuses schemes FFmpeg must not be handed, and listening (server) modes
+        return url
+
+
+class FrameLimits(_Strict):
+    """What one frame message may make the decoder do. Sizes are checked on every header the image
+    declares and again on what was decoded; a resize of an accepted frame to the model's S x S input
+    allocates at most ``max_aspect`` * S * S * 3 bytes."""
+
+    max_pixels: int = Field(4096 * 4096, ge=1, le=2**31 - 1)  # width * height
+    max_aspect: float = Field(16.0, ge=1, le=64)  # long side / short side
+    max_message_bytes: int = Field(8 * 2**20, ge=1024)  # a larger record value is refused unread
+    dead_letter_max_bytes: int = Field(512 * 2**10, ge=1024)  # a dead letter's value is cut to this
+
 
 class KafkaFrames(_Strict):
     """A Kafka topic of encoded frames (JPEG or PNG, one per message, key = camera id, headers
-    camera_id, capture_time_ms, seq), read by ``members`` consumers of one group."""
+    camera_id, capture_time_ms, seq), read by ``members`` consumers of one group.
+
+    Each camera seen on the topic costs a window ring and event state, so a member keeps at most
+    ``max_cameras`` of them; one idle for ``camera_idle_s`` makes room (its incidents are ended), and a
+    new camera with no room is dead-lettered (``camera_limit``). ``allowed_cameras`` (shell patterns,
+    e.g. ``lobby-*``) refuses every other camera id (``camera_not_allowed``)."""
 
     topic: str = Field(min_length=1)
     group_id: str = "xclip-stream"
     members: int = Field(1, ge=1)
     labels: str | list[str] | None = None
     options: StreamOptions | None = None
+    limits: FrameLimits = FrameLimits()
+    max_cameras: int = Field(256, ge=1)
+    camera_idle_s: float = Field(300.0, gt=0)
+    allowed_cameras: list[str] | None = Field(None, min_length=1)
 
 
 class KafkaSecurity(_Strict):
