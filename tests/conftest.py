@@ -115,3 +115,18 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def slow_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wider, deeper 224x224 model: ~100 ms a window in float32 on one thread here, slower than a live camera."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("slow-xclip"), image_size=224, hidden=256, layers=6)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray cluster (loopback only) for one test module's pipelines, shut down after it."""
+    import ray
+    from ray import serve
+
+    from xclip_stream.actors.runner import init_ray
+
+    started = init_ray()
+    yield
+    if started:
+        serve.shutdown()
+        ray.shutdown()

@@ -7,28 +7,14 @@ import random
 import time
 
 import numpy as np
-import pytest
-import ray
 
 from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
 from tests.test_frame_fuzz import REASONS, must_refuse
-from xclip_stream.actors.runner import init_ray
 from xclip_stream.pipeline.kafka_clients import create_topics
 from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.sinks import KafkaSink
 
 FPS = 16
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    started = init_ray()
-    yield
-    if started:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
 
 
 def good_frames(camera: str, first: int, n: int) -> list[tuple[bytes, bytes, list]]:

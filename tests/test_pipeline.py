@@ -13,7 +13,6 @@ import ray
 
 from tests.media import write_index_video
 from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
-from xclip_stream.actors.runner import init_ray
 from xclip_stream.pipeline.control_auth import sign
 from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.sinks import KafkaSink
@@ -21,17 +20,6 @@ from xclip_stream.schemas import export
 from xclip_stream.services.mjpeg import MjpegCamera
 
 FPS = 16
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    started = init_ray()
-    yield
-    if started:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from kafka.partitioner.default import murmur2
 
 from tests.media import write_index_video
 from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
-from xclip_stream.actors.runner import init_ray
 from xclip_stream.pipeline.kafka_clients import create_topics
 from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.sinks import KafkaSink
@@ -23,17 +22,6 @@ from xclip_stream.services.s3 import S3Emulator
 from xclip_stream.services.tansu import TansuBroker, free_port
 
 FPS = 8  # frames are produced at the sampling rate: every frame is kept, windows are frames 4k..4k+3
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    started = init_ray()
-    yield
-    if started:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
 
 
 def cameras_on_distinct_partitions(n: int, partitions: int = 4) -> list[str]:

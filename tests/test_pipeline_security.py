@@ -8,12 +8,10 @@ import io
 import threading
 
 import numpy as np
-import pytest
-import ray
 
 from tests.kafka_security_fixtures import TlsFiles
 from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
-from xclip_stream.actors.runner import init_ray, run_pipeline
+from xclip_stream.actors.runner import run_pipeline
 from xclip_stream.pipeline.control_auth import sign
 from xclip_stream.pipeline.kafka_clients import KafkaAccessError
 from xclip_stream.pipeline.kafka_io import encode_frame_message
@@ -21,17 +19,6 @@ from xclip_stream.pipeline.sinks import KafkaSink
 from xclip_stream.schemas.config import KafkaSecurity, parse_config
 
 FPS = 16
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    started = init_ray()
-    yield
-    if started:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
 
 
 def _security(tls_files: TlsFiles, password_file) -> dict:

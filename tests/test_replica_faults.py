@@ -8,11 +8,9 @@ import time
 
 import numpy as np
 import pytest
-import ray
 from ray.exceptions import GetTimeoutError
 
 from xclip_stream.actors.replica import XCLIPReplica, deploy, replica_options
-from xclip_stream.actors.runner import init_ray
 from xclip_stream.pipeline.model_check import ModelMismatch
 from xclip_stream.schemas.config import ModelConfig, ServeConfig
 
@@ -21,17 +19,6 @@ GOOD = ("a person walking", "a car")
 
 def frames(seed: int, size: int = 32) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (4, 3, size, size), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    started = init_ray()
-    yield
-    if started:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
 
 
 def test_one_cameras_bad_windows_do_not_fail_the_others_in_the_same_batch(ray_session, tiny_checkpoint):
