@@ -88,7 +88,7 @@ class ControlTopic:
         self.topic, self.state_topic, self.instance, self.events_topic = topic, state_topic, instance, events_topic
         self._clock = clock
         self.positions: dict[int, int] = {}
-        self.counts = {"applied": 0, "refused": 0}
+        self.counts = {"applied": 0, "refused": 0, "events_failed": 0}
 
     def start(self):
         """Restore the saved state and position; returns the configuration to start with."""
@@ -137,7 +137,13 @@ class ControlTopic:
         else:
             log.warning("control record %s[%d]@%d refused: %s", self.topic, partition, offset, outcome.reason)
         key, value, headers = control_event(outcome, self.topic, partition, offset, self._clock())
-        self.sink.send(self.events_topic, key, value, headers)
+
+        def undelivered(error: Exception) -> None:  # the outcome is logged above; its event is not out
+            self.counts["events_failed"] += 1
+            log.error("control record %s[%d]@%d: its %s event was not delivered: %s", self.topic, partition,
+                      offset, kind, error)
+
+        self.sink.send(self.events_topic, key, value, headers).add_errback(undelivered)
 
     def _save_state(self) -> None:
         state = {"instance": self.instance, "offsets": {str(p): o for p, o in self.positions.items()},
