@@ -13,9 +13,11 @@ What is counted, per scenario, from the events a downstream consumer sees:
   seen more than once (same event_id, which is deterministic per window);
 - cameras: lost = window indices missing inside one actor's run (a restarted actor numbers from 0
   again) that the camera did not report as dropped under backpressure;
-- the frames topic: lost = published frames that no window covers, past the sampling step, between
-  the first and the last window (a member restarted from the committed offset re-reads frames, so
-  its windows may be cut at other boundaries: coverage, not indices, is what must hold).
+- the frames topic: lost = frames that no window covers, past the sampling step, up to the group's
+  committed offset (what the pipeline declared done); frames after it are "unconsumed": the next
+  member reads them again. A member restarted from the committed offset re-reads frames, so its
+  windows may be cut at other boundaries: coverage, not indices, is what must hold. A ring emptied
+  at a gap in the frames' capture times (the publisher held up by the broker) is "cut by a gap".
 Windows in memory of a live camera's actor when it is killed are gone with it, as frames are while a
 camera is unreachable; the camera reports a restart and a gap. Prints a table, writes JSON (default
 bench/results/faults.json), exits 1 when any scenario lost anything or crashed.
@@ -52,6 +54,8 @@ from xclip_stream.schemas.config import parse_config  # noqa: E402
 FRAMES_TOPIC, EVENTS_TOPIC = "xclip.faults.frames", "xclip.faults.events"
 TOPIC_CAMERA, TOPIC_CAMERAS, TOPIC_PARTITIONS, PUBLISH_FPS, SAMPLE_FPS = "topic-cam", 2, 4, 8, 4.0
 STARTUP_LIMIT_S = 180.0
+NUM_FRAMES = 8  # the demo model's frames per window
+MAX_GAP_S = 2.0  # the pipeline's default max_gap_seconds (the demo configuration keeps it)
 
 
 # -- the rig ---------------------------------------------------------------------------------------
@@ -64,6 +68,10 @@ class Publisher:
         self.bootstrap, self.stop = bootstrap, stop
         self.cameras = [f"{TOPIC_CAMERA}-{i + 1}" for i in range(cameras)]
         self.published = dict.fromkeys(self.cameras, 0)
+        # seqs after which the camera's next frame came more than max_gap_seconds later (the broker
+        # held it up): the pipeline empties a window ring at such a gap, by design
+        self.gaps: dict[str, list[int]] = {c: [] for c in self.cameras}
+        self._last_ms: dict[str, int] = {}
         self.thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
     def _run(self) -> None:
@@ -82,10 +90,13 @@ class Publisher:
                 while not self.stop.is_set():
                     try:
                         producer = producer or KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-                        key, value, headers = encode_frame_message(camera, time.time_ns() // 1_000_000,
-                                                                   self.published[camera], image)
+                        now_ms = time.time_ns() // 1_000_000
+                        key, value, headers = encode_frame_message(camera, now_ms, self.published[camera], image)
                         producer.send(FRAMES_TOPIC, key=key, value=value, headers=headers,
                                       partition=partition).get(timeout=10)
+                        if now_ms - self._last_ms.get(camera, now_ms) > MAX_GAP_S * 1000:
+                            self.gaps[camera].append(self.published[camera] - 1)
+                        self._last_ms[camera] = now_ms
                         self.published[camera] += 1
                         break
                     except Exception:  # noqa: BLE001 - the broker is down: a camera buffers and retries
@@ -294,7 +305,35 @@ SCENARIOS = [
 
 
 # -- accounting ------------------------------------------------------------------------------------
-def account(events: list[dict], published: dict[str, int]) -> dict:
+def committed_seqs(bootstrap: str, cameras: list[str], group: str = "xclip-stream") -> dict[str, int]:
+    """Per topic camera (one partition each, in publishing order), the highest seq below the group's
+    committed offset: the frames the pipeline declared done. Those above are re-read by the next
+    member, so they are not lost, only not consumed yet."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    out = {}
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        for partition, camera in enumerate(cameras):
+            tp = TopicPartition(FRAMES_TOPIC, partition)
+            end = probe.committed(tp) or 0
+            reader.assign([tp])
+            reader.seek(tp, 0)
+            seq, deadline = -1, time.monotonic() + 30
+            while reader.position(tp) < end and time.monotonic() < deadline:
+                for record in reader.poll(timeout_ms=500).get(tp, []):
+                    if record.offset < end:
+                        seq = max(seq, int(dict(record.headers)["seq"]))
+            out[camera] = seq
+    finally:
+        reader.close()
+        probe.close()
+    return out
+
+
+def account(events: list[dict], published: dict[str, int], gaps: dict[str, list[int]] | None = None,
+            committed: dict[str, int] | None = None) -> dict:
     """Windows, duplicates and losses per camera, from the events topic (see the module docstring)."""
     per_camera: dict[str, list[dict]] = defaultdict(list)
     for e in events:
@@ -315,14 +354,19 @@ def account(events: list[dict], published: dict[str, int]) -> dict:
                     dropped_in_run.append(0)
                     run += 1
                 runs[run].add(index)
-                windows.add((e["first_seq"], e["last_seq"]))
+                windows.add((run, e["first_seq"], e["last_seq"]))
             elif kind == "xclip.stream.dropped" and run >= 0:
                 dropped_in_run[run] = max(dropped_in_run[run], e["stats"]["windows_dropped"])
         row = {"windows": len(windows), "score_events": sum(ids.values()),
                "duplicates": sum(n - 1 for n in ids.values()), "runs": len(runs)}
         if camera.startswith(TOPIC_CAMERA):
-            row["lost"] = _uncovered(sorted(windows), SAMPLE_FPS, PUBLISH_FPS)
+            spans = sorted((first, last) for _, first, last in windows)
+            done = (committed or {}).get(camera)
+            row["lost"], row["cut_by_gap"] = _uncovered(spans, SAMPLE_FPS, PUBLISH_FPS, (gaps or {}).get(camera, []),
+                                                        done)
             row["published"] = published.get(camera, 0)
+            if done is not None:  # frames after the commit point: the next member reads them again
+                row["committed_seq"], row["unconsumed"] = done, max(0, row["published"] - 1 - done)
         else:
             missing = sum(max(r) + 1 - len(r) for r in runs if r)
             row["dropped"] = sum(dropped_in_run)
@@ -331,15 +375,32 @@ def account(events: list[dict], published: dict[str, int]) -> dict:
     return rows
 
 
-def _uncovered(windows: list[tuple[int, int]], sample_fps: float, fps: float) -> int:
-    """Frames between consecutive windows beyond one sampling step: frames consumed into no window."""
+def _uncovered(windows: list[tuple[int, int]], sample_fps: float, fps: float, gaps: list[int] = (),
+               committed: int | None = None) -> tuple[int, int]:
+    """(lost, cut by a gap): frames between consecutive windows beyond one sampling step, and, given
+    the ``committed`` seq, frames after the last window up to it (declared done, yet in no window).
+    A hole that holds a publishing gap (``gaps``: seqs after which the next frame came over
+    MAX_GAP_S later) is the ring emptied at that gap, by design (no window spans missing time)."""
     step = max(1, round(fps / sample_fps))
-    lost, end = 0, None
+    lost = cut = 0
+    end = None
     for first, last in windows:
         if end is not None and first > end + step:
-            lost += first - end - step
+            hole = first - end - step
+            if any(end <= g < first for g in gaps):
+                cut += hole
+            else:
+                lost += hole
         end = last if end is None else max(end, last)
-    return lost
+    if committed is not None:  # the tail: a window's span (a ring not yet full) may stay uncovered
+        end = -1 if end is None else end
+        tail = committed - end - step * NUM_FRAMES
+        if tail > 0:
+            if any(end <= g < committed for g in gaps):
+                cut += tail
+            else:
+                lost += tail
+    return lost, cut
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -381,12 +442,15 @@ def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
                     reader.thread.join(timeout=60)
                 if publisher is not None:
                     publisher.thread.join(timeout=30)
-    cameras = account(reader.events if reader else [], publisher.published if publisher else {})
+                committed = committed_seqs(rig.broker.bootstrap, publisher.cameras) if publisher else {}
+    cameras = account(reader.events if reader else [], publisher.published if publisher else {},
+                      publisher.gaps if publisher else {}, committed)
     lost = sum(r["lost"] for r in cameras.values())
     return {"scenario": scenario.name, "fault": note, "cameras": cameras, "error": rig.error,
             "pipeline_hung": pipeline.is_alive(), "windows": sum(r["windows"] for r in cameras.values()),
             "score_events": sum(r["score_events"] for r in cameras.values()),
             "duplicates": sum(r["duplicates"] for r in cameras.values()), "lost": lost,
+            "unconsumed": sum(r.get("unconsumed", 0) for r in cameras.values()),
             "finished": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in rig.result.items()},
             "seconds": round(time.monotonic() - started, 1)}
 
@@ -406,9 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in (s for s in SCENARIOS if s.name in names):
         print(f"faults: {scenario.name} ...", file=sys.stderr, flush=True)
         results.append(run_scenario(scenario, args.before, args.after))
-    print(f"\n{'scenario':<24} {'windows':>8} {'events':>7} {'dupes':>6} {'lost':>5}  fault / error")
+    print(f"\n{'scenario':<28} {'windows':>8} {'events':>7} {'dupes':>6} {'lost':>5} {'unconsumed':>10}  fault / error")
     for r in results:
-        print(f"{r['scenario']:<24} {r['windows']:>8} {r['score_events']:>7} {r['duplicates']:>6} {r['lost']:>5}  "
+        print(f"{r['scenario']:<28} {r['windows']:>8} {r['score_events']:>7} {r['duplicates']:>6} {r['lost']:>5} "
+              f"{r['unconsumed']:>10}  "
               f"{r['error'] or r['fault']}")
     failed = [r["scenario"] for r in results if r["lost"] or r["error"] or r["pipeline_hung"] or not r["windows"]]
     write_json(args.out, {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},

@@ -45,3 +45,16 @@ def test_topic_cameras_are_judged_by_frame_coverage():
     shifted = [(0, 6), (4, 10), (8, 14), (30, 36)]
     rows = bench.account([_score(camera, i % 2, a, b) for i, (a, b) in enumerate(shifted)], {camera: 40})
     assert rows[camera]["lost"] == 30 - 14 - step
+
+
+def test_a_ring_emptied_at_a_publishing_gap_is_not_lost_and_frames_past_the_commit_are_unconsumed():
+    bench = load_bench("faults")
+    camera = f"{bench.TOPIC_CAMERA}-1"
+    windows = [(0, 14), (16, 30), (50, 64)]  # 31..49 uncovered: the publisher was held up after seq 40
+    events = [_score(camera, i, a, b) for i, (a, b) in enumerate(windows)]
+    held_up = bench.account(events, {camera: 200}, {camera: [40]}, {camera: 64})
+    assert held_up[camera]["lost"] == 0 and held_up[camera]["cut_by_gap"] > 0
+    assert held_up[camera]["unconsumed"] == 200 - 1 - 64  # re-read by the next member: not lost
+    no_gap = bench.account(events, {camera: 200}, {camera: []}, {camera: 150})
+    # the hole, and frames declared done (committed) far past the last window, are lost
+    assert no_gap[camera]["lost"] == (50 - 30 - 2) + (150 - 64 - 2 * bench.NUM_FRAMES)
