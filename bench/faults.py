@@ -396,7 +396,7 @@ def _uncovered(windows: list[tuple[int, int]], sample_fps: float, fps: float, ga
         end = -1 if end is None else end
         tail = committed - end - step * NUM_FRAMES
         if tail > 0:
-            if any(end <= g < committed for g in gaps):
+            if any(end <= g <= committed for g in gaps):  # g: the last frame before the gap
                 cut += tail
             else:
                 lost += tail
@@ -447,6 +447,7 @@ def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
                       publisher.gaps if publisher else {}, committed)
     lost = sum(r["lost"] for r in cameras.values())
     return {"scenario": scenario.name, "fault": note, "cameras": cameras, "error": rig.error,
+            "publishing_gaps": publisher.gaps if publisher else {},
             "pipeline_hung": pipeline.is_alive(), "windows": sum(r["windows"] for r in cameras.values()),
             "score_events": sum(r["score_events"] for r in cameras.values()),
             "duplicates": sum(r["duplicates"] for r in cameras.values()), "lost": lost,
