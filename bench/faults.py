@@ -86,7 +86,8 @@ class Publisher:
         for _, image in frames:
             if self.stop.is_set():
                 break
-            for partition, camera in enumerate(self.cameras):
+            for i, camera in enumerate(self.cameras):
+                partition = i * TOPIC_PARTITIONS // len(self.cameras)  # spread: a 2-member group splits them
                 while not self.stop.is_set():
                     try:
                         producer = producer or KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
@@ -315,8 +316,8 @@ def committed_seqs(bootstrap: str, cameras: list[str], group: str = "xclip-strea
     reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
-        for partition, camera in enumerate(cameras):
-            tp = TopicPartition(FRAMES_TOPIC, partition)
+        for i, camera in enumerate(cameras):
+            tp = TopicPartition(FRAMES_TOPIC, i * TOPIC_PARTITIONS // len(cameras))
             end = probe.committed(tp) or 0
             reader.assign([tp])
             reader.seek(tp, 0)
