@@ -306,13 +306,14 @@ SCENARIOS = [
 
 
 # -- accounting ------------------------------------------------------------------------------------
-def committed_seqs(bootstrap: str, cameras: list[str], group: str = "xclip-stream") -> dict[str, int]:
+def committed_seqs(bootstrap: str, cameras: list[str], group: str = "xclip-stream") -> tuple[dict, dict]:
     """Per topic camera (one partition each, in publishing order), the highest seq below the group's
     committed offset: the frames the pipeline declared done. Those above are re-read by the next
-    member, so they are not lost, only not consumed yet."""
+    member, so they are not lost, only not consumed yet. Also, per camera, what the partition holds
+    (evidence of the broker's own losses: seqs that jump where offsets do not)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    out = {}
+    out, logs = {}, {}
     reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
@@ -321,16 +322,18 @@ def committed_seqs(bootstrap: str, cameras: list[str], group: str = "xclip-strea
             end = probe.committed(tp) or 0
             reader.assign([tp])
             reader.seek(tp, 0)
-            seq, deadline = -1, time.monotonic() + 30
-            while reader.position(tp) < end and time.monotonic() < deadline:
-                for record in reader.poll(timeout_ms=500).get(tp, []):
-                    if record.offset < end:
-                        seq = max(seq, int(dict(record.headers)["seq"]))
-            out[camera] = seq
+            log, quiet_since = [], time.monotonic()
+            while time.monotonic() - quiet_since < 2.0:  # the whole partition: Tansu's end offsets are unreliable
+                records = reader.poll(timeout_ms=500).get(tp, [])
+                log.extend((r.offset, int(dict(r.headers)["seq"])) for r in records)
+                quiet_since = time.monotonic() if records else quiet_since
+            out[camera] = max((seq for offset, seq in log if offset < end), default=-1)
+            logs[camera] = {"committed_offset": end, "records": len(log), "log_end": log[-1][0] + 1 if log else 0,
+                            "seq_jumps": [(o, a, b) for (_, a), (o, b) in zip(log, log[1:]) if b not in (a, a + 1)][:20]}
     finally:
         reader.close()
         probe.close()
-    return out
+    return out, logs
 
 
 def account(events: list[dict], published: dict[str, int], gaps: dict[str, list[int]] | None = None,
@@ -443,12 +446,12 @@ def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
                     reader.thread.join(timeout=60)
                 if publisher is not None:
                     publisher.thread.join(timeout=30)
-                committed = committed_seqs(rig.broker.bootstrap, publisher.cameras) if publisher else {}
+                committed, partitions = committed_seqs(rig.broker.bootstrap, publisher.cameras) if publisher else ({}, {})
     cameras = account(reader.events if reader else [], publisher.published if publisher else {},
                       publisher.gaps if publisher else {}, committed)
     lost = sum(r["lost"] for r in cameras.values())
     return {"scenario": scenario.name, "fault": note, "cameras": cameras, "error": rig.error,
-            "publishing_gaps": publisher.gaps if publisher else {},
+            "publishing_gaps": publisher.gaps if publisher else {}, "partitions": partitions,
             "pipeline_hung": pipeline.is_alive(), "windows": sum(r["windows"] for r in cameras.values()),
             "score_events": sum(r["score_events"] for r in cameras.values()),
             "duplicates": sum(r["duplicates"] for r in cameras.values()), "lost": lost,
