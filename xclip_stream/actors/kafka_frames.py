@@ -148,7 +148,8 @@ class KafkaFramesActor:
                     continue
                 began = time.monotonic()
                 batches = consumer.poll(timeout_ms=200, max_records=64)
-                self.idle.waited(time.monotonic() - began)
+                if not batches and self._caught_up(consumer):  # waiting, not behind: the cameras are quiet
+                    self.idle.waited(time.monotonic() - began)
                 handover.settle()  # partitions revoked during that poll, before its records
                 self.stats["revocations"] = handover.revocations
                 for tp, records in batches.items():
@@ -169,6 +170,19 @@ class KafkaFramesActor:
             self.pending.close()
             if consumer is not None:
                 self._drain_and_close(consumer)
+
+    def _caught_up(self, consumer) -> bool:
+        """Every assigned partition read up to the broker's last reported end. A poll that returns
+        nothing while records are still to be read is a broker outage or a slow fetch, not silence
+        of the cameras: counting it would release rings whose frames later records would window."""
+        try:
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is None or consumer.position(tp, timeout_ms=0) < high:
+                    return False
+        except Exception:  # noqa: BLE001 - no position or end known yet: not caught up
+            return False
+        return True
 
     def _consume(self, tp, record) -> None:
         self.stats["records"] += 1
