@@ -374,7 +374,7 @@ def test_rtsp_stall_is_caught_by_the_watchdog(rtsp_camera: RtspCamera) -> None:
                          backoff=Backoff(initial=0.1, maximum=0.2, rng=random.Random(2)))
     frames = source.frames()
     take(frames, 1)
-    pid = rtsp_camera._proc.pid  # freeze the camera: the connection stays up but goes silent
+    pid = rtsp_camera.pid  # freeze the camera: the connection stays up but goes silent
     os.kill(pid, signal.SIGSTOP)
     # Silent for 4 s, well past the 1 s watchdog even if a second of video sat in socket buffers.
     thaw = threading.Timer(4.0, os.kill, (pid, signal.SIGCONT))

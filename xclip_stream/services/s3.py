@@ -8,15 +8,12 @@ test extra, and the emulator listens on 127.0.0.1 with fixed fake keys.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-import weakref
 from pathlib import Path
 
-from .tansu import _kill, _port_open, free_port
+from .process import OwnedProcess, ProcessService, free_port, port_open
 
 _INSTALL_HINT = "pip install 'moto[server]' (the S3 emulator behind durable-broker tests)"
 
@@ -32,15 +29,14 @@ def moto_server_binary() -> Path:
     raise FileNotFoundError(f"moto_server was not found: {_INSTALL_HINT}")
 
 
-class S3Emulator:
+class S3Emulator(ProcessService):
     """``moto_server`` on 127.0.0.1 with one bucket; the object owns the process."""
 
     def __init__(self, bucket: str = "tansu", port: int | None = None):
         self.bucket = bucket
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._proc: subprocess.Popen | None = None
-        self._finalizer: weakref.finalize | None = None
+        super().__init__(OwnedProcess(f"moto-{self.port}"))
 
     def tansu_env(self) -> dict[str, str]:
         """The environment a Tansu broker needs to use this emulator as its ``s3://`` storage."""
@@ -53,16 +49,11 @@ class S3Emulator:
 
     def start(self, timeout: float = 30.0) -> S3Emulator:
         cmd = [str(moto_server_binary()), "-H", "127.0.0.1", "-p", str(self.port)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
-        self._finalizer = weakref.finalize(self, _kill, self._proc, 2.0)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._proc.poll() is None:
-            if _port_open(self.port) and self._create_bucket():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"moto_server on port {self.port} did not start within {timeout:.0f} s: {' '.join(cmd)}")
+        self._process.start(cmd)
+        if self._process.wait_until(lambda: port_open(self.port) and self._create_bucket(), timeout, poll_s=0.1):
+            return self
+        raise self._process.failed(f"moto_server on port {self.port} did not start within {timeout:.0f} s: "
+                                   f"{' '.join(cmd)}")
 
     def _create_bucket(self) -> bool:
         request = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
@@ -72,16 +63,3 @@ class S3Emulator:
         except (urllib.error.URLError, OSError):
             return False
 
-    def stop(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        if self._proc is not None:
-            _kill(self._proc, 2.0)
-            self._proc = None
-
-    def __enter__(self) -> S3Emulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

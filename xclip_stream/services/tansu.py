@@ -11,12 +11,9 @@ import importlib.util
 import logging
 import os
 import signal
-import socket
-import subprocess
-import tempfile
-import time
-import weakref
 from pathlib import Path
+
+from .process import OwnedProcess, ProcessService, free_port, port_open
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +40,6 @@ def tansu_binary() -> Path:
     raise FileNotFoundError(f"the Tansu broker binary was not found: {_INSTALL_HINT}, or set {TANSU_ENV}")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_open(port: int) -> bool:
-    """True once something accepts TCP connections on 127.0.0.1:port (a cheap, quiet first check)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _broker_answers(bootstrap: str, timeout_s: float) -> bool:
     """True once a Kafka client can bootstrap and fetch cluster metadata from ``bootstrap``."""
     from kafka.admin import KafkaAdminClient
@@ -82,26 +63,15 @@ def _broker_answers(bootstrap: str, timeout_s: float) -> bool:
         admin.close()
 
 
-def _kill(proc: subprocess.Popen, grace_s: float, temp_log: Path | None = None) -> None:
-    """SIGTERM, then SIGKILL if the process outlives ``grace_s``; always reaps it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if temp_log is not None:
-        temp_log.unlink(missing_ok=True)
-
-
-class TansuBroker:
+class TansuBroker(ProcessService):
     """One Tansu broker process on 127.0.0.1; the object owns the process.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. An object dropped without
     ``stop`` still kills its process when collected or at interpreter exit. ``storage`` is a Tansu
     storage URL (``memory://tansu/`` or ``s3://BUCKET/``); ``env`` is added to the broker's
     environment (the S3 endpoint and keys)."""
+
+    stop_grace_s = 5.0
 
     def __init__(self, port: int | None = None, log_path: Path | None = None, advertised: str | None = None,
                  storage: str = "memory://tansu/", env: dict[str, str] | None = None):
@@ -112,18 +82,7 @@ class TansuBroker:
         # What clients are told to connect to after bootstrap: a TLS or SASL proxy in front of this
         # broker advertises itself here, so clients never reach the plaintext port directly.
         self.advertised = advertised or self.bootstrap
-        self._log_path = Path(log_path) if log_path else None
-        self._own_log: Path | None = None  # a temporary log this object deletes on stop
-        self._proc: subprocess.Popen | None = None
-        self._finalizer: weakref.finalize | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        super().__init__(OwnedProcess(f"tansu-{self.port}", log_path))
 
     def start(self, timeout: float = 15.0) -> TansuBroker:
         """Start the broker and wait until a Kafka client can fetch metadata from it."""
@@ -131,7 +90,7 @@ class TansuBroker:
             return self
         self.stop()  # reap a broker that died on its own
         binary = tansu_binary()
-        if _port_open(self.port):
+        if port_open(self.port):
             raise RuntimeError(f"cannot start Tansu on {self.bootstrap}: something already listens there")
         cmd = [
             str(binary),
@@ -143,29 +102,13 @@ class TansuBroker:
             "--storage-engine",
             self.storage,
         ]
-        log_file = self._open_log()
-        try:
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env} if self.env else None,
-            )
-        finally:
-            log_file.close()
-        self._finalizer = weakref.finalize(self, _kill, self._proc, 2.0, self._own_log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            probe_s = min(2.0, max(deadline - time.monotonic(), 0.1))
-            if _port_open(self.port) and self._answers(probe_s) and self.running:
-                log.info("Tansu broker %s ready (pid %d)", self.bootstrap, self._proc.pid)
-                return self
-            time.sleep(0.05)
-        code = self._proc.poll()
-        tail = self._log_tail()
-        self.stop()
+        proc = self._process.start(cmd, env=self.env)
+        if self._process.wait_until(lambda: port_open(self.port) and self._answers(2.0), timeout):
+            log.info("Tansu broker %s ready (pid %d)", self.bootstrap, proc.pid)
+            return self
+        code = proc.poll()
         state = f"exited with code {code}" if code is not None else f"did not answer within {timeout:.0f} s"
-        raise RuntimeError(f"Tansu broker on {self.bootstrap} {state}: {' '.join(cmd)}\n{tail}")
+        raise self._process.failed(f"Tansu broker on {self.bootstrap} {state}: {' '.join(cmd)}")
 
     def _answers(self, timeout_s: float) -> bool:
         if self.advertised == self.bootstrap:
@@ -180,18 +123,6 @@ class TansuBroker:
         except KafkaAccessError:
             return False
 
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM the broker, SIGKILL it if it outlives ``grace`` seconds; idempotent."""
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        if self._proc is not None:
-            _kill(self._proc, grace)
-            self._proc = None
-        if self._own_log is not None:
-            self._own_log.unlink(missing_ok=True)
-            self._own_log = None
-
     def restart(self, timeout: float = 15.0) -> None:
         """Stop and start on the same port; memory storage means all data is gone afterwards."""
         self.stop()
@@ -199,40 +130,12 @@ class TansuBroker:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (Tansu ignores SIGTERM while clients are connected)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        self._process.kill()
 
     def pause(self) -> None:
         """SIGSTOP: the broker keeps its connections but answers nothing (a hung or paused host)."""
-        if self.running:
-            self._proc.send_signal(signal.SIGSTOP)
+        self._process.signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
-        if self.running:
-            self._proc.send_signal(signal.SIGCONT)
-
-    def __enter__(self) -> TansuBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _open_log(self):
-        if self._log_path is not None:
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            return open(self._log_path, "ab")
-        if self._own_log is None:
-            fd, name = tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")
-            os.close(fd)
-            self._own_log = Path(name)
-        return open(self._own_log, "ab")
-
-    def _log_tail(self, limit: int = 4000) -> str:
-        path = self._log_path or self._own_log
-        try:
-            text = path.read_bytes()[-limit:].decode("utf-8", "replace") if path else ""
-        except OSError:
-            return ""
-        return f"broker log ({path}):\n{text}" if text else "broker log is empty"
+        self._process.signal(signal.SIGCONT)
