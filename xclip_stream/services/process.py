@@ -140,7 +140,7 @@ class OwnedProcess:
 
     def failed(self, summary: str, limit: int = 4000) -> RuntimeError:
         """Stop the child and return an error of ``summary`` and the log's tail (the last ``limit``
-        bytes); a temporary log is kept for the reader, its path named in the error."""
+        bytes); a temporary log that is not empty is kept for the reader, its path named in the error."""
         self._temp_log, kept = None, self._temp_log  # so stop() leaves it
         self.stop()
         path = self.log_path or kept
@@ -148,6 +148,8 @@ class OwnedProcess:
             text = path.read_bytes()[-limit:].decode("utf-8", "replace") if path else ""
         except OSError:
             text = ""
+        if not text and kept is not None:
+            kept.unlink(missing_ok=True)  # nothing to read there
         tail = f"{self.name} log ({path}):\n{text}" if text else f"{self.name} log is empty"
         return RuntimeError(f"{summary}\n{tail}")
 
