@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.test_sources import Consumer, StatusLog, wait_for
-from xclip_stream.pipeline.sources import Backoff, VideoSource, _Timeline
+from xclip_stream.pipeline.source_time import Timeline
+from xclip_stream.pipeline.sources import Backoff, VideoSource
 from xclip_stream.pipeline.windows import RateSampler
 from xclip_stream.schemas.config import ConfigError, parse_config
 from xclip_stream.schemas.urls import SourceURLError, source_kind
@@ -40,7 +41,7 @@ class FakeClock:
 @pytest.mark.parametrize("step", [-3600.0, 3600.0])
 def test_timeline_after_a_clock_step_at_reconnect_keeps_time_moving(step: float):
     wall, mono = FakeClock(1_800_000_000.0), FakeClock(50.0)
-    timeline = _Timeline(wall, mono)
+    timeline = Timeline(wall, mono)
     times = [timeline.map(i * 0.1) for i in range(10)]
     wall.now += 1.0 + step
     mono.now += 1.0
