@@ -115,6 +115,7 @@ def test_network_protocols_are_live_sources(url: str, kind: str):
 @pytest.mark.parametrize(
     "url, words",
     [("concat:a.mp4|b.mp4", "'concat' is not a camera source"), ("subfile:,start,0,end,9,:/etc/x", "subfile"),
+     ("subfile,,start,0,end,9,,:/etc/x", "'subfile' is not a camera source"),
      ("data:video/mp4;base64,AAAA", "'data'"), ("pipe:0", "'pipe'"), ("tee:a|b", "'tee'"),
      ("ftp://h/x.mp4", "'ftp'"), ("cam:1.mp4", "file:///"), ("udp:127.0.0.1:5", "udp://"),
      ("tcp://0.0.0.0:9000?listen", "server mode"), ("tcp://0.0.0.0:9000?listen=1", "server mode"),
