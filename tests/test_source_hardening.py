@@ -129,6 +129,22 @@ def test_other_schemes_and_server_modes_are_refused_at_the_config_edge(url: str,
     assert "cameras.0.url" in str(info.value) and words in str(info.value)
 
 
+def test_a_scheme_in_upper_case_opens_as_the_kind_it_was_given():
+    """Seen: ``HTTP://`` passed the configuration as an http camera, then FFmpeg, whose protocol
+    names are case-sensitive, answered "Protocol not found" on every reconnect."""
+    grey = np.full((48, 64, 3), 128, np.uint8)
+    with MjpegCamera(lambda i: grey, fps=20) as camera:
+        url = "HTTP" + camera.url.removeprefix("http")
+        source = VideoSource("upper", url, backoff=Backoff(initial=0.05, maximum=0.1, rng=random.Random(0)))
+        assert source.kind == "http"
+        consumer = Consumer(source)
+        try:
+            wait_for(lambda: len(consumer.frames) >= 2 or source.stats.last_error is not None)
+        finally:
+            consumer.stop()
+    assert source.stats.last_error is None and len(consumer.frames) >= 2
+
+
 def _assert_retries_and_stops(url: str) -> None:
     status = StatusLog()
     source = VideoSource("gate", url, on_status=status, open_timeout=0.5, read_timeout=0.5,

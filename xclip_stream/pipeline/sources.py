@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 import av
 
 from ..schemas.frames import SourceFrame
-from ..schemas.urls import source_kind
+from ..schemas.urls import ffmpeg_url, source_kind
 from .backoff import Backoff
 from .redact import redact_text, redact_url
 from .rgb import RGBConverter
@@ -166,18 +166,19 @@ class VideoSource:
 
     def _open(self) -> Input | None:
         """An open input, or None if stop() came first; raises why it could not open."""
+        url = ffmpeg_url(self.url)
         if self.kind == "file":
-            path = unquote(urlsplit(self.url).path) if self.url.lower().startswith("file://") else self.url
+            path = unquote(urlsplit(url).path) if url.startswith("file://") else url
             source = Input(self._check_video(av.open(path)))
             if self._timeline.anchor is None:
                 self._timeline.anchor = self._clock()  # files: wall time at open, kept across loops
             return source
-        fmt, target, options = None, self.url, {}
+        fmt, target, options = None, url, {}
         if self.kind == "rtsp":
             # A short analysis: FFmpeg would otherwise buffer ~2 s of frames while it probes.
             options = {"rtsp_transport": self.rtsp_transport, "analyzeduration": "500000"}
         elif self.kind == "device":
-            fmt, target = "v4l2", self.url.removeprefix("device://")
+            fmt, target = "v4l2", url.removeprefix("device://")
 
         def opener() -> av.container.InputContainer:
             return self._check_video(av.open(target, format=fmt, options=options,

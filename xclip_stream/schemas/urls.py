@@ -65,6 +65,13 @@ def source_kind(url: str) -> str:
     return kind
 
 
+def ffmpeg_url(url: str) -> str:
+    """``url`` with its scheme in lower case: schemes are case-insensitive (RFC 3986) and so is
+    ``source_kind``, but FFmpeg's protocol names are not (``RTSP://`` is "Protocol not found")."""
+    match = _SCHEME.match(url)
+    return url if match is None else match.group(1).lower() + url[match.end(1):]
+
+
 def _unknown(scheme: str) -> str:
     return (f"URL scheme {scheme!r} is not a camera source (known: {', '.join(sorted(_KINDS))}; a path "
             "with a colon is read as a scheme: write it as file:///...)")
