@@ -11,7 +11,8 @@ import pytest
 from xclip_stream.pipeline.control import MAX_DEPTH, ControlPlane, Overlay
 from xclip_stream.pipeline.control_auth import Authenticator, AuthError, read_secret, sign
 from xclip_stream.pipeline.policy import PolicyError, SourcePolicy
-from xclip_stream.schemas.config import ConfigError, parse_config
+from xclip_stream.schemas.config import ConfigError, SourcePolicyConfig, parse_config
+from xclip_stream.schemas.urls import REMOTE_KINDS, REMOTE_SCHEMES, SourceURLError, source_kind
 
 SECRET = b"0123456789abcdef-test-secret"
 NOW = 1_800_000_000.0
@@ -104,6 +105,68 @@ def test_policy_host_allow_list_matches_names_and_cidrs_and_never_lifts_the_deny
         SourcePolicy(schemes=("rtsp", "file"))
     with pytest.raises(ConfigError, match="neither a host name"):
         base_config(source_policy={"hosts": ["cam one"]})
+
+
+# The policy and the configuration file read schemes from one table (schemas.urls): what the file
+# refuses the control topic refuses too, and what the control topic accepts the file would open.
+FFMPEG_PROTOCOLS = [
+    "async", "bluray", "cache", "concat", "concatf", "crypto", "data", "fd", "ffrtmpcrypt", "ffrtmphttp", "file",
+    "ftp", "gopher", "gophers", "hls", "httpproxy", "icecast", "ipfs", "ipns", "md5", "mmsh", "mmst", "pipe",
+    "prompeg", "rist", "rtmpe", "rtmpt", "rtmpte", "rtmpts", "sctp", "srtp", "subfile", "tee", "tls", "udplite",
+    "unix", "zmq", "crypto+http", "hls+https", "rtsp+http", "device", "udp", "rtp", "srt", "tcp", "rtmp", "rtmps",
+    "rtsp", "rtsps", "http", "https", "RTSP", "Https",
+]
+
+
+def test_policy_and_source_kind_share_one_scheme_table():
+    policy = SourcePolicy(resolver=resolver)
+    accepted = []
+    for scheme in FFMPEG_PROTOCOLS:
+        for url in (f"{scheme}://cam.example/live", f"{scheme}:cam.example/live", f"{scheme}:/etc/passwd"):
+            try:
+                kind = source_kind(url)
+            except SourceURLError:
+                with pytest.raises(PolicyError):  # what the configuration file refuses, the policy refuses
+                    policy.check(url)
+                continue
+            try:
+                parsed = policy.check(url)
+            except PolicyError:
+                continue
+            assert parsed.kind == kind and kind in REMOTE_KINDS, url  # the policy's kind is source_kind's
+            accepted.append(scheme)
+    assert sorted(set(accepted)) == sorted(REMOTE_SCHEMES) == ["http", "https", "rtsp", "rtsps"]
+    assert {source_kind(f"{s}://h/x") for s in REMOTE_SCHEMES} == {"rtsp", "http"}  # live network kinds
+    field = SourcePolicyConfig.model_json_schema()["properties"]["schemes"]
+    assert field["items"]["enum"] == field["default"] == list(REMOTE_SCHEMES)  # the config offers the same
+    for path in ("subfile,,start,0,end,9,,:/etc/passwd", "concat:/a.mp4|/b.mp4"):  # FFmpeg protocols, no '//'
+        with pytest.raises(SourceURLError):
+            source_kind(path)
+        with pytest.raises(PolicyError, match="not a scheme"):
+            policy.check(path)
+
+
+def test_policy_never_accepts_a_url_the_configuration_file_would_refuse():
+    """Random URLs made of plausible and hostile parts: whatever the policy accepts, source_kind opens
+    as the same kind; whatever source_kind refuses, the policy refuses."""
+    rng, policy, accepted = random.Random(15), SourcePolicy(resolver=resolver), 0
+    schemes = ["rtsp", "rtsps", "http", "https", "tcp", "udp", "srt", "rtmp", "concat", "subfile", "file", "RTSP"]
+    hosts = ["cam.example", "93.184.216.34", "[2001:db8::1]", "169.254.169.254", "evil.example", ""]
+    tails = ["", "/live", "/hls/index.m3u8", "/x?listen=1", "/x?mode=listener", "?fps=5", "/a|b", "/x#f", "/%2e%2e"]
+    for _ in range(2000):
+        url = (rng.choice(schemes) + rng.choice(["://", "://", "://", ":", ":/", ","]) + rng.choice(["", "u:p@"])
+               + rng.choice(hosts) + rng.choice(["", ":554", ":0"]) + rng.choice(tails))
+        try:
+            kind = source_kind(url)
+        except (SourceURLError, ValueError):  # urlsplit refuses some hosts outright (ValueError)
+            kind = None
+        try:
+            parsed = policy.check(url)
+        except PolicyError:
+            continue
+        assert kind is not None and parsed.kind == kind and kind in REMOTE_KINDS, url
+        accepted += 1
+    assert accepted > 50  # the draw reaches the accepting side too
 
 
 # -- authentication ----------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.test_sources import Consumer, StatusLog, wait_for
-from xclip_stream.pipeline.sources import Backoff, VideoSource, _Timeline
+from xclip_stream.pipeline.source_time import Timeline
+from xclip_stream.pipeline.sources import Backoff, VideoSource
 from xclip_stream.pipeline.windows import RateSampler
 from xclip_stream.schemas.config import ConfigError, parse_config
 from xclip_stream.schemas.urls import SourceURLError, source_kind
@@ -40,7 +41,7 @@ class FakeClock:
 @pytest.mark.parametrize("step", [-3600.0, 3600.0])
 def test_timeline_after_a_clock_step_at_reconnect_keeps_time_moving(step: float):
     wall, mono = FakeClock(1_800_000_000.0), FakeClock(50.0)
-    timeline = _Timeline(wall, mono)
+    timeline = Timeline(wall, mono)
     times = [timeline.map(i * 0.1) for i in range(10)]
     wall.now += 1.0 + step
     mono.now += 1.0
@@ -114,6 +115,7 @@ def test_network_protocols_are_live_sources(url: str, kind: str):
 @pytest.mark.parametrize(
     "url, words",
     [("concat:a.mp4|b.mp4", "'concat' is not a camera source"), ("subfile:,start,0,end,9,:/etc/x", "subfile"),
+     ("subfile,,start,0,end,9,,:/etc/x", "'subfile' is not a camera source"),
      ("data:video/mp4;base64,AAAA", "'data'"), ("pipe:0", "'pipe'"), ("tee:a|b", "'tee'"),
      ("ftp://h/x.mp4", "'ftp'"), ("cam:1.mp4", "file:///"), ("udp:127.0.0.1:5", "udp://"),
      ("tcp://0.0.0.0:9000?listen", "server mode"), ("tcp://0.0.0.0:9000?listen=1", "server mode"),
@@ -125,6 +127,22 @@ def test_other_schemes_and_server_modes_are_refused_at_the_config_edge(url: str,
     with pytest.raises(ConfigError) as info:
         parse_config({"model": {"path": "demo"}, "labels": {"labels": ["a"]}, "cameras": [{"id": "c", "url": url}]})
     assert "cameras.0.url" in str(info.value) and words in str(info.value)
+
+
+def test_a_scheme_in_upper_case_opens_as_the_kind_it_was_given():
+    """Seen: ``HTTP://`` passed the configuration as an http camera, then FFmpeg, whose protocol
+    names are case-sensitive, answered "Protocol not found" on every reconnect."""
+    grey = np.full((48, 64, 3), 128, np.uint8)
+    with MjpegCamera(lambda i: grey, fps=20) as camera:
+        url = "HTTP" + camera.url.removeprefix("http")
+        source = VideoSource("upper", url, backoff=Backoff(initial=0.05, maximum=0.1, rng=random.Random(0)))
+        assert source.kind == "http"
+        consumer = Consumer(source)
+        try:
+            wait_for(lambda: len(consumer.frames) >= 2 or source.stats.last_error is not None)
+        finally:
+            consumer.stop()
+    assert source.stats.last_error is None and len(consumer.frames) >= 2
 
 
 def _assert_retries_and_stops(url: str) -> None:

@@ -7,7 +7,9 @@ FFmpeg and this check read the same way; everything else is refused with the rea
 
 - ``scheme://[user:password@]host[:port][/path][?query]``, ASCII, no whitespace, control characters,
   backslashes or fragments; the scheme in lower case and among ``schemes`` (a subset of rtsp, rtsps,
-  http, https: local files and devices come only from the operator's own configuration file);
+  http, https: local files and devices come only from the operator's own configuration file), and
+  of a kind ``schemas.urls.source_kind`` gives (the one table of schemes, which the configuration
+  file's cameras pass too) among its ``REMOTE_KINDS``;
 - the host a DNS name of letters, digits, dots and hyphens, a dotted-quad IPv4 address, or a
   bracketed IPv6 address; a host that ends in a number must be a canonical dotted quad (integer,
   octal, hex and short forms such as ``http://2852039166/`` are refused), and percent-encoded hosts,
@@ -33,7 +35,8 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-REMOTE_SCHEMES = ("rtsp", "rtsps", "http", "https")
+from ..schemas.urls import REMOTE_KINDS, REMOTE_SCHEMES, SourceURLError, source_kind
+
 MAX_URL_CHARS = 2048
 _DENIED_NETS = [ipaddress.ip_network(n) for n in (
     "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "0.0.0.0/8", "::/128", "224.0.0.0/4", "ff00::/8",
@@ -74,6 +77,7 @@ def resolve_host(name: str) -> list[str]:
 @dataclass(frozen=True)
 class ParsedURL:
     scheme: str
+    kind: str  # source_kind's: rtsp | http | hls
     host: str  # lower case; IPv6 without brackets
     port: int | None
     address: ipaddress.IPv4Address | ipaddress.IPv6Address | None  # when the host is an IP literal
@@ -170,8 +174,8 @@ def parse_remote_url(url: object, schemes: Sequence[str] = REMOTE_SCHEMES) -> Pa
         raise PolicyError("the URL contains a backslash or a fragment ('#')")
     match = _SCHEME.match(url)
     if not match:
-        raise PolicyError("not a scheme://host URL (local files, devices and FFmpeg protocols such as "
-                          "concat:, subfile: or file: come only from the configuration file)")
+        raise PolicyError("not a scheme://host URL (local files and devices come only from the configuration "
+                          "file; FFmpeg protocols such as concat: or subfile: are never opened)")
     scheme = match.group(1)
     if scheme != scheme.lower():
         raise PolicyError(f"scheme {scheme!r} must be written in lower case")
@@ -189,7 +193,13 @@ def parse_remote_url(url: object, schemes: Sequence[str] = REMOTE_SCHEMES) -> Pa
     host, port = _split_port(hostport)
     address = _parse_host(host)
     _check_query(tail)
-    return ParsedURL(scheme, host.strip("[]").lower(), port, address)
+    try:
+        kind = source_kind(url)
+    except SourceURLError as e:
+        raise PolicyError(str(e)) from None
+    if kind not in REMOTE_KINDS:
+        raise PolicyError(f"a {kind} source comes only from the configuration file")
+    return ParsedURL(scheme, kind, host.strip("[]").lower(), port, address)
 
 
 def _split_port(hostport: str) -> tuple[str, int | None]:

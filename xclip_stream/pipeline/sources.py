@@ -9,17 +9,11 @@ packet is a whole frame with its frame's time, so a sampling consumer is asked b
 only the frames it keeps are decoded at all (a kept frame that fails to decode hands its sample to
 the next frame, as it would had it been decoded first).
 
-Timestamps come from the stream, not from when a frame happened to be read: at the first frame of
-each connection the stream clock is anchored to the wall clock (``anchor = clock() - pts``) and every
-frame's time is ``anchor + pts``, so network jitter does not move timestamps; a wall clock stepped
-back is not followed (``_Timeline``), so a camera's times never run backwards or stand still. Formats without a clock
-of their own (MJPEG over HTTP: FFmpeg just numbers its frames at an assumed 25 fps) use each packet's
-arrival time since the connection opened as PTS instead (the 2-3 frames FFmpeg reads while probing
-arrive together, so a connection's first frames can be closer in time than they were sent).
-
-Network and device inputs are opened and read on a thread the source owns, so ``stop()`` and the stall
-watchdog never wait on a blocked FFmpeg call; that thread exits within ``read_timeout`` (PyAV's
-interrupt) once told to. Live inputs reconnect forever, with jittered exponential backoff.
+Timestamps come from the stream, mapped to wall time from an anchor taken at each connection's
+first frame, never backwards even when the wall clock is stepped back (``source_time``). Network
+and device inputs are opened and read on a thread the source owns, so ``stop()`` and the stall
+watchdog never wait on a blocked FFmpeg call (``source_input``). Live inputs reconnect forever,
+with jittered exponential backoff.
 """
 
 from __future__ import annotations
@@ -35,23 +29,23 @@ from urllib.parse import unquote, urlsplit
 import av
 
 from ..schemas.frames import SourceFrame
-from ..schemas.urls import source_kind
+from ..schemas.urls import ffmpeg_url, source_kind
 from .backoff import Backoff
 from .redact import redact_text, redact_url
 from .rgb import RGBConverter
+from .source_input import POLL_S, Input, Stalled, ThreadedInput
+from .source_time import PassClock, Timeline
 
 __all__ = ["Backoff", "SourceError", "SourceStats", "VideoSource", "redact_url", "source_kind"]
 
 logger = logging.getLogger(__name__)
 
 _UNTIMED_FORMATS = {"mpjpeg", "mjpeg"}  # demuxers whose timestamps are a frame count at a guessed rate
-_POLL = 0.1  # how often a waiting source looks at stop() and its watchdog
 _EOF, _ERROR, _STOPPED = "eof", "error", "stopped"
 # Skipping non-reference frames moves a sampled frame by at most the run of B-frames it sits in
 # (2-3 frames): negligible against a sample interval of 4 frames or more.
 SKIP_NONREF_FRAMES = 4
 MAX_SOURCE_PIXELS = 8192 * 8192  # twice 8K UHD: what a decoder may allocate per frame of a source
-CLOCK_STEP_S = 2.0  # a wall clock this far behind a timeline was stepped (reported in the log)
 
 
 class SourceError(Exception):
@@ -72,174 +66,8 @@ class SourceStats:
     connected_since: float | None = None  # wall clock when frames started flowing on this connection
 
 
-class _Stalled(Exception):
-    """No data for read_timeout: the watchdog's verdict, raised on the reading thread."""
-
-
 def _keep_all(_time: float) -> bool:
     return True
-
-
-class _Timeline:
-    """Maps stream PTS to wall time from an anchor; time never goes backwards and never stands still.
-
-    The anchor is taken at a connection's first frame (``restart()``) and again when PTS jumps back.
-    If the wall clock then puts a frame before the last one given out (the clock was stepped back, by
-    NTP or by hand), the timeline does not follow it, nor wait for it to catch up (which would hand
-    every frame the same time, so a sampler keeping frames by time would keep none for as long as
-    the step): it continues from the last time by the monotonic time elapsed since, and stays that
-    far ahead of the wall clock. A step forward is followed (a gap, as after any outage)."""
-
-    def __init__(self, clock: Callable[[], float], monotonic: Callable[[], float] = time.monotonic):
-        self._clock, self._monotonic = clock, monotonic
-        self.anchor: float | None = None
-        self._last: tuple[float, float] | None = None  # (time given out, monotonic() then)
-
-    def restart(self) -> None:
-        """A new connection: re-anchored at its first frame."""
-        self.anchor = None
-
-    def map(self, pts: float) -> float:
-        if self.anchor is None:
-            self.anchor = self._clock() - pts
-        t = self.anchor + pts
-        if self._last is not None and t < self._last[0]:
-            self.anchor = self._clock() - pts
-            t = self.anchor + pts
-            last, then = self._last
-            if t < last:
-                t = last + max(0.0, self._monotonic() - then)
-                if last - self._clock() > CLOCK_STEP_S:
-                    logger.warning("wall clock is %.0f s behind a camera's timeline (stepped back?); its "
-                                   "frame times continue monotonically", last - self._clock())
-                self.anchor = t - pts
-        self._last = (t, self._monotonic())
-        return t
-
-
-class _Input:
-    """An open container read on the caller's thread (local files: nothing there can block)."""
-
-    def __init__(self, container: av.container.InputContainer):
-        self.container = container
-        self.stream = container.streams.video[0]
-        self._packets = container.demux(self.stream)
-
-    def next(self, _timeout: float) -> tuple[av.Packet, float] | None:
-        """The next packet and its arrival time, or None at the end; raises queue.Empty on timeout."""
-        packet = next(self._packets, None)
-        return None if packet is None else (packet, time.monotonic())
-
-    def close(self) -> None:
-        self.container.close()
-
-
-class _ThreadedInput(_Input):
-    """Opens and demuxes on a thread of its own, handing packets over through a bounded queue; the
-    thread owns the container (opens and closes it) and ends once ``close()`` was called."""
-
-    def __init__(self, opener: Callable[[], av.container.InputContainer], name: str, read_timeout: float):
-        self._opener = opener
-        self._read_timeout = read_timeout
-        self._items: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=64)
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def wait_open(self, stop: threading.Event, limit: float) -> bool:
-        """True once open, False if stopped first; raises the open error, or TimeoutError."""
-        deadline = time.monotonic() + limit
-        while not stop.is_set():
-            try:
-                kind, value = self._items.get(timeout=_POLL)
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no answer within {limit:g} s") from None
-                continue
-            if kind == _ERROR:
-                raise value  # type: ignore[misc]
-            self.container = value  # type: ignore[assignment]
-            self.stream = self.container.streams.video[0]
-            return True
-        return False
-
-    def next(self, timeout: float) -> tuple[av.Packet, float] | None:
-        kind, value = self._items.get(timeout=timeout)
-        if kind == _ERROR:
-            raise value  # type: ignore[misc]
-        return None if kind == _EOF else value  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self._closing.set()
-
-    def _run(self) -> None:
-        try:
-            container = self._opener()
-        except Exception as e:  # handed to the consumer, which reports it
-            self._put(_ERROR, e)
-            return
-        last_data = time.monotonic()
-        try:
-            if self._put("open", container):
-                for packet in container.demux(container.streams.video[0]):
-                    last_data = time.monotonic()
-                    if not self._put("packet", (packet, last_data)):
-                        return
-                self._put(_EOF, None)
-        except Exception as e:
-            # PyAV's timeout ends a silent read with ExitError, or EIO from some demuxers (RTSP).
-            silent = time.monotonic() - last_data >= 0.9 * self._read_timeout
-            if silent or isinstance(e, av.error.ExitError):
-                e = _Stalled(f"stalled: no data within {self._read_timeout:g} s")
-            self._put(_ERROR, e)
-        finally:
-            self._closing.wait()  # the consumer may still be decoding with this container's stream
-            container.close()
-
-    def _put(self, kind: str, value: object) -> bool:
-        while not self._closing.is_set():
-            try:
-                self._items.put((kind, value), timeout=_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-
-class _PassClock:
-    """PTS in seconds for one connection: the frame's own, else by arrival (untimed formats) or by
-    counting at the stream rate; ``offset`` continues a looped file where the last pass ended."""
-
-    def __init__(self, rate: float, untimed: bool, offset: float, time_base: float | None = None):
-        self.rate, self.untimed, self.offset = rate, untimed, offset
-        self.time_base = time_base  # the stream's, as a float: Fraction arithmetic per frame is slow
-        self.first: float | None = None
-        self.end = 0.0  # end of the last frame seen, for the next pass's offset
-        self._last: float | None = None
-        self._first_arrival: float | None = None
-
-    def pts(self, frame: av.VideoFrame | av.Packet, arrival: float) -> float:
-        """A decoded frame's, or an intra-only stream's packet's (the same: nothing is reordered)."""
-        if self._first_arrival is None:
-            self._first_arrival = arrival
-        raw = None
-        time_base = self.time_base or float(frame.time_base or 0)
-        if not self.untimed and frame.pts is not None and time_base:
-            raw = frame.pts * time_base
-        if raw is None:
-            if self.untimed:
-                raw = arrival - self._first_arrival
-            else:
-                raw = 0.0 if self._last is None else self._last + 1.0 / self.rate
-        self._last = raw
-        if self.first is None:
-            self.first = raw
-        duration = frame.duration * time_base if frame.duration else 0.0
-        self.end = max(self.end, raw + (duration or 1.0 / self.rate))
-        return raw + self.offset
-
-    def next_offset(self) -> float:
-        return self.offset + self.end - (self.first or 0.0)
 
 
 class VideoSource:
@@ -283,7 +111,7 @@ class VideoSource:
         self._clock = clock
         self.max_pixels = max_pixels
         self._stop = threading.Event()
-        self._timeline = _Timeline(clock)
+        self._timeline = Timeline(clock)
         self._seq = 0
         self._offset = 0.0  # PTS where the next pass of a looped file starts
         self._to_rgb = RGBConverter()
@@ -336,26 +164,27 @@ class VideoSource:
 
     # -- connection -----------------------------------------------------------------------------
 
-    def _open(self) -> _Input | None:
+    def _open(self) -> Input | None:
         """An open input, or None if stop() came first; raises why it could not open."""
+        url = ffmpeg_url(self.url)
         if self.kind == "file":
-            path = unquote(urlsplit(self.url).path) if self.url.lower().startswith("file://") else self.url
-            source = _Input(self._check_video(av.open(path)))
+            path = unquote(urlsplit(url).path) if url.startswith("file://") else url
+            source = Input(self._check_video(av.open(path)))
             if self._timeline.anchor is None:
                 self._timeline.anchor = self._clock()  # files: wall time at open, kept across loops
             return source
-        fmt, target, options = None, self.url, {}
+        fmt, target, options = None, url, {}
         if self.kind == "rtsp":
             # A short analysis: FFmpeg would otherwise buffer ~2 s of frames while it probes.
             options = {"rtsp_transport": self.rtsp_transport, "analyzeduration": "500000"}
         elif self.kind == "device":
-            fmt, target = "v4l2", self.url.removeprefix("device://")
+            fmt, target = "v4l2", url.removeprefix("device://")
 
         def opener() -> av.container.InputContainer:
             return self._check_video(av.open(target, format=fmt, options=options,
                                              timeout=(self.open_timeout, self.read_timeout)))
 
-        source = _ThreadedInput(opener, f"source-{self.camera_id}", self.read_timeout)
+        source = ThreadedInput(opener, f"source-{self.camera_id}", self.read_timeout)
         try:
             opened = source.wait_open(self._stop, 2 * self.open_timeout + 1.0)
         except BaseException:
@@ -395,8 +224,8 @@ class VideoSource:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def _decode(self, source: _Input, keep: Callable[[float], bool], sample_interval: float
-                ) -> Generator[SourceFrame, None, tuple[str, str, _PassClock]]:
+    def _decode(self, source: Input, keep: Callable[[float], bool], sample_interval: float
+                ) -> Generator[SourceFrame, None, tuple[str, str, PassClock]]:
         """Kept frames of one connection; returns (outcome, reason, the pass's clock)."""
         stream = source.stream
         rate = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
@@ -406,17 +235,17 @@ class VideoSource:
         # so keep() is asked before decoding and frames it does not keep are never decoded.
         intra_only = sample_interval > 0 and stream.codec_context.codec.intra_only
         untimed = source.container.format.name in _UNTIMED_FORMATS
-        passed = _PassClock(rate, untimed, self._offset, float(stream.time_base) if stream.time_base else None)
+        passed = PassClock(rate, untimed, self._offset, float(stream.time_base) if stream.time_base else None)
         deadline = time.monotonic() + self.read_timeout
         retake = False  # a kept packet did not decode: the next frame takes its sample
         while not self._stop.is_set():
             try:
-                item = source.next(_POLL)
+                item = source.next(POLL_S)
             except queue.Empty:
                 if time.monotonic() > deadline:
                     return _ERROR, f"stalled: no frame within {self.read_timeout:g} s", passed
                 continue
-            except _Stalled as e:
+            except Stalled as e:
                 return _ERROR, str(e), passed
             except Exception as e:
                 return _ERROR, self._reason("read failed", e), passed

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .urls import source_kind
+from .urls import REMOTE_SCHEMES, source_kind
 
 
 class _Strict(BaseModel):
@@ -206,8 +206,8 @@ class SourcePolicyConfig(_Strict):
     """Which camera URLs the control topic may add (see pipeline.policy). Files and devices never:
     they come only from this file."""
 
-    schemes: list[Literal["rtsp", "rtsps", "http", "https"]] = Field(["rtsp", "rtsps", "http", "https"],
-                                                                     min_length=1)
+    # Literal[a tuple] is Literal[*the tuple]: the schemes' one table is schemas.urls.
+    schemes: list[Literal[REMOTE_SCHEMES]] = Field(list(REMOTE_SCHEMES), min_length=1)  # type: ignore[valid-type]
     hosts: list[str] | None = None  # names ("cam1.site", "*.cams.site") and CIDRs; None: any not denied
     resolve: bool = True  # resolve names: refuse one that points at a denied (e.g. metadata) address
 

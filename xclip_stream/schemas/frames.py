@@ -11,7 +11,7 @@ import numpy as np
 class SourceFrame:
     camera_id: str
     seq: int  # per-source sequence number: increasing, restarts never (a reconnect continues it)
-    time: float  # wall-clock UNIX seconds: the stream's PTS mapped to wall time (see pipeline.sources)
+    time: float  # wall-clock UNIX seconds: the stream's PTS mapped to wall time (see pipeline.source_time)
     pts: float  # media seconds on the stream's own clock (a looped file keeps counting up)
     image: np.ndarray  # (H, W, 3) uint8 RGB
 

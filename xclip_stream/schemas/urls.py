@@ -1,4 +1,4 @@
-"""Which camera URLs the pipeline opens, and as what kind of source: validation of a config value.
+"""Which camera URLs the pipeline opens, and as what kind of source: the one table of URL schemes.
 
 FFmpeg opens far more than cameras: ``concat:``, ``subfile:``, ``data:``, ``pipe:``, ``tee:``,
 ``crypto:`` and dozens more protocols read local files, other processes' pipes or nested URLs, and a
@@ -7,6 +7,10 @@ into a port open to anyone. Only the schemes below are opened; anything else is 
 configuration is read, with the scheme named, instead of being handed to FFmpeg as a "file".
 Every network kind is live: opened on a thread with open/read timeouts, reconnected with backoff,
 and its oldest pending window dropped when the model falls behind.
+
+The control topic's source policy (``pipeline.policy``) asks ``source_kind`` too and allows only the
+``REMOTE_KINDS`` on top, so the configuration file and the control topic cannot disagree about which
+schemes exist or which are refused; what the policy adds is the host and query rules.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ _KINDS = {
     "udp": "stream", "rtp": "stream", "srt": "stream", "tcp": "stream", "rtmp": "stream", "rtmps": "stream",
     "device": "device", "file": "file",
 }
+# What the control topic may add: clients of one host, vetted by the source policy. ``stream``
+# protocols read FFmpeg options (listen, localport...) from the URL, files and devices are local:
+# those come only from the configuration file.
+REMOTE_KINDS = ("rtsp", "http", "hls")
+REMOTE_SCHEMES = tuple(scheme for scheme, kind in _KINDS.items() if kind in REMOTE_KINDS)
 # Query options that make FFmpeg wait for a peer instead of connecting out (``listen=0`` is a client).
 _LISTEN_OPTIONS = {"listen", "mode"}
 _CLIENT_VALUES = {"0", "caller", "client"}
@@ -35,13 +44,15 @@ def source_kind(url: str) -> str:
     raises :class:`SourceURLError` for any other scheme and for server (listen) modes."""
     match = _SCHEME.match(url)
     if match is None:
+        # FFmpeg reads "subfile,,start,0,end,9,,:path" as its subfile protocol, though no colon
+        # follows the name.
+        if url.startswith("subfile,") and ":" in url:
+            raise SourceURLError(_unknown("subfile"))
         return "device" if url.startswith("/dev/video") else "file"
     scheme = match.group(1).lower()
     kind = _KINDS.get(scheme)
     if kind is None:
-        known = ", ".join(sorted(_KINDS))
-        raise SourceURLError(f"URL scheme {scheme!r} is not a camera source (known: {known}; a path "
-                             "with a colon is read as a scheme: write it as file:///...)")
+        raise SourceURLError(_unknown(scheme))
     if not url[match.end():].startswith("//"):
         raise SourceURLError(f"a {scheme} URL must be written {scheme}://...")
     if kind == "stream":
@@ -52,3 +63,15 @@ def source_kind(url: str) -> str:
     if kind == "http" and urlsplit(url).path.lower().endswith(".m3u8"):
         return "hls"
     return kind
+
+
+def ffmpeg_url(url: str) -> str:
+    """``url`` with its scheme in lower case: schemes are case-insensitive (RFC 3986) and so is
+    ``source_kind``, but FFmpeg's protocol names are not (``RTSP://`` is "Protocol not found")."""
+    match = _SCHEME.match(url)
+    return url if match is None else match.group(1).lower() + url[match.end(1):]
+
+
+def _unknown(scheme: str) -> str:
+    return (f"URL scheme {scheme!r} is not a camera source (known: {', '.join(sorted(_KINDS))}; a path "
+            "with a colon is read as a scheme: write it as file:///...)")
