@@ -31,7 +31,8 @@ def test_hostile_records_are_dead_lettered_and_cameras_stay_bounded(ray_session,
     frames_topic, events_topic, dlq = (f"{kafka_topic}-{s}" for s in ("frames", "events", "dlq"))
     fuzz = [r for r in must_refuse(random.Random(11)) if r[0] != "huge_value"]
     bad = random.Random(3).sample(fuzz, 97)
-    big = [("oversized", b"cam-a", b"\xff\xd8" + bytes(100_000), good_frames("cam-a", 99, 1)[0][2])] * 3
+    # over the 64 KiB limit and over the member's whole fetch (fetch_sizes: 4 MiB): read whole all the same
+    big = [("oversized", b"cam-a", b"\xff\xd8" + bytes(5 * 2**20), good_frames("cam-a", 99, 1)[0][2])] * 3
     create_topics(kafka_bootstrap, {frames_topic: 1})  # one partition: the cameras arrive in this order
     sink = KafkaSink(kafka_bootstrap, max_request_size=8 * 2**20)  # the fuzz has 1 MiB header values
     # a's frames are contiguous and b's follow, so neither can go idle before c arrives (unless the

@@ -23,8 +23,10 @@ from xclip_stream.pipeline.kafka_io import (
     OffsetTracker,
     cloudevent_headers,
     dead_letter_headers,
+    dead_letter_record,
     decode_frame_message,
     encode_frame_message,
+    fetch_sizes,
     make_consumer,
 )
 from xclip_stream.schemas.config import FrameLimits
@@ -247,6 +249,69 @@ def test_refused_frame_goes_to_the_dead_letter_topic_unchanged(kafka_bootstrap: 
     got = dict(republished.headers)
     assert got["dlq_reason"] == b"corrupt_image" and got["dlq_topic"] == frames.encode()
     assert got["dlq_offset"] == b"0" and got["seq"] == b"1"
+
+
+def test_fetch_sizes_follow_the_frame_limits():
+    mib = 1 << 20
+    record = 8 * mib + 64 * 1024  # the default max_message_bytes and a record's key, headers, framing
+    assert fetch_sizes() == {"max_partition_fetch_bytes": 2 * record, "fetch_max_bytes": 4 * record}
+    small = fetch_sizes(FrameLimits(max_message_bytes=4096))  # floors: small limits, not tiny fetches
+    assert small == {"max_partition_fetch_bytes": mib, "fetch_max_bytes": 4 * mib}
+    huge = fetch_sizes(FrameLimits(max_message_bytes=2**31))
+    assert set(huge.values()) == {2**31 - 1}  # the Fetch request's int32 fields
+
+
+def test_the_frames_consumer_fetches_a_bounded_amount_and_still_gets_an_oversized_record_whole(
+        kafka_bootstrap: str, kafka_topic: str):
+    """Tansu fills a fetch up to fetch_max_bytes (plus the batch crossing it), ignoring the
+    per-partition cap, up to its own ~5 MiB: with kafka-python's defaults (1 MiB a partition, 50 MB
+    a fetch) a fetch here brought 5.4 MB. A record over every fetch size (and the frame limit) still
+    arrives whole, is refused, and its dead letter is a marked, truncated copy; the records after it
+    are read too."""
+    limits = FrameLimits(max_message_bytes=256 * 1024, dead_letter_max_bytes=4096)
+    sizes = fetch_sizes(limits)
+    assert sizes == {"max_partition_fetch_bytes": 1 << 20, "fetch_max_bytes": 4 << 20}
+    frame_bytes, huge = 200_000, 6 << 20
+    dead = kafka_topic + "-dlq"
+    create_topics(kafka_bootstrap, {kafka_topic: 1, dead: 1})
+    consumer = make_consumer(kafka_bootstrap, kafka_topic, kafka_topic, session_timeout_ms=SESSION_MS, **sizes)
+    with KafkaSink(kafka_bootstrap, max_request_size=8 << 20) as sink:
+        try:
+            for i in range(40):  # 8 MB; each record its own batch (the producer's 16 KiB batch_size)
+                sink.send(kafka_topic, "cam", bytes([i]) * frame_bytes, [])
+            sink.flush(timeout=30)
+            records = read_records(consumer, 40)
+            fetched = consumer.metrics()["consumer-fetch-manager-metrics"]
+            assert [len(r.value) for r in records] == [frame_bytes] * 40
+            assert fetched["fetch-size-max"] <= sizes["fetch_max_bytes"] + frame_bytes + 1024
+            assert fetched["records-per-request-avg"] < 40  # more than one fetch
+
+            key, value, headers = _jpeg()
+            sink.send(kafka_topic, key, b"\xff\xd8" + bytes(huge - 2), headers)
+            for _ in range(3):
+                sink.send(kafka_topic, key, value, headers)
+            sink.flush(timeout=30)
+            oversized, *after = read_records(consumer, 4)
+        finally:
+            consumer.close()
+        assert len(oversized.value) == huge and oversized.offset == 40  # whole, not cut, not skipped
+        assert [r.offset for r in after] == [41, 42, 43]
+        for record in after:
+            decode_frame_message(record.key, record.value, record.headers, limits)
+        with pytest.raises(BadMessage) as refused:
+            decode_frame_message(oversized.key, oversized.value, oversized.headers, limits)
+        assert refused.value.reason == "message_too_large"
+        letter = dead_letter_record(oversized.key, oversized.value, oversized.headers, refused.value, kafka_topic,
+                                    0, oversized.offset, limits.dead_letter_max_bytes)
+        sink.send(dead, *letter).get(timeout=10)
+    reader = make_consumer(kafka_bootstrap, dead, dead, session_timeout_ms=SESSION_MS)
+    try:
+        (copy,) = read_records(reader, 1)
+    finally:
+        reader.close()
+    got = dict(copy.headers)
+    assert len(copy.value) == 4096 and got["dlq_truncated"] == b"value"
+    assert got["dlq_original_bytes"] == str(huge).encode() and got["dlq_reason"] == b"message_too_large"
 
 
 # --- offsets -----------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from ..pipeline.kafka_io import (
     OffsetTracker,
     dead_letter_record,
     decode_frame_message,
+    fetch_sizes,
     make_consumer,
 )
 from ..pipeline.offsets import HandOver
@@ -140,7 +141,7 @@ class KafkaFramesActor:
                                 self._drop_partitions, self.name)
             consumer = make_consumer(self.sink_spec.bootstrap, self.spec.topic, self.spec.group_id,
                                      session_timeout_ms=self.session_timeout_ms, security=self.sink_spec.security,
-                                     listener=handover)
+                                     listener=handover, **fetch_sizes(self.spec.limits))
             last_commit = time.monotonic()
             while not self.stopping.is_set():
                 if self.delivery.congested:  # the sink is behind or down: read no more (dead letters)

@@ -103,9 +103,10 @@ def replica_options(serve_config: ServeConfig) -> dict:
     return options
 
 
-def deploy(model: ModelConfig, serve_config: ServeConfig):
-    """Start (or update) the model application; returns its deployment handle."""
-    app = serve.deployment(XCLIPReplica).options(**replica_options(serve_config)).bind(
+def deploy(model: ModelConfig, serve_config: ServeConfig, replica: type[XCLIPReplica] = XCLIPReplica):
+    """Start (or update) the model application; returns its deployment handle. ``replica``: a
+    subclass for fault tests (a forward pass that fails on some inputs)."""
+    app = serve.deployment(replica).options(**replica_options(serve_config)).bind(
         model.model_dump(), serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
         serve_config.torch_threads, serve_config.max_labels, serve_config.stall_timeout_s,
     )

@@ -242,6 +242,30 @@ def dead_letter_headers(
     ]
 
 
+# What a frames consumer may fetch, from the limits a record must meet anyway. kafka-python's own
+# defaults (1 MiB a partition, 50 MB a fetch) know nothing of them: valid frames over 1 MiB came at
+# most one a fetch, and a fetch could bring 50 MB of records a 64 KiB limit refuses. (Tansu fills a
+# fetch up to fetch_max_bytes, or its own ~5 MiB, whatever the per-partition cap.)
+RECORD_OVERHEAD_BYTES = 64 * 1024  # key, headers and batch framing of one record beyond its value
+PARTITION_FETCH_RECORDS = 2  # largest records a fetch may bring per partition ...
+FETCH_RECORDS = 4  # ... and in all
+MIN_PARTITION_FETCH_BYTES = 1 << 20  # kafka-python's default: small limits do not mean tiny fetches
+MIN_FETCH_BYTES = 4 << 20
+_INT32_MAX = 2**31 - 1  # the Fetch request's size fields
+
+
+def fetch_sizes(limits: FrameLimits = DEFAULT_LIMITS) -> dict[str, int]:
+    """kafka-python consumer settings bounding a fetch (per broker) to a few records of the largest
+    size ``limits`` accept. A larger record still arrives whole as the first batch of a fetch
+    (KIP-74; kafka-python 3 fetches with v3+), so it is dead-lettered, never stuck. kafka-python's
+    response guard (receive_message_max_bytes, 100 MB) stays: one below such a record's response
+    fails the fetch, and the partition then stalls on it forever (seen against Tansu)."""
+    record = limits.max_message_bytes + RECORD_OVERHEAD_BYTES
+    partition = min(max(PARTITION_FETCH_RECORDS * record, MIN_PARTITION_FETCH_BYTES), _INT32_MAX)
+    total = min(max(FETCH_RECORDS * record, MIN_FETCH_BYTES, partition), _INT32_MAX)
+    return {"max_partition_fetch_bytes": partition, "fetch_max_bytes": total}
+
+
 _DLQ_KEY_BYTES = 1024  # a camera id is short; a longer key is cut
 _DLQ_HEADER_BYTES = 16 * 1024  # all original headers (names and values) together
 

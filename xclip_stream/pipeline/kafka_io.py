@@ -13,6 +13,7 @@ from xclip_stream.pipeline.frame_messages import (
     dead_letter_record,
     decode_frame_message,
     encode_frame_message,
+    fetch_sizes,
 )
 from xclip_stream.pipeline.kafka_clients import KafkaAccessError, check_access, client_config, create_topics
 from xclip_stream.pipeline.offsets import OffsetTracker, make_consumer
@@ -34,5 +35,6 @@ __all__ = [
     "dead_letter_record",
     "decode_frame_message",
     "encode_frame_message",
+    "fetch_sizes",
     "make_consumer",
 ]
