@@ -1,12 +1,14 @@
 """Fault suite: the live pipeline under the faults production brings, each one counted.
 
-    .venv/bin/python bench/faults.py [--only NAME,...] [--before 20] [--after 30] [--out FILE]
+    .venv/bin/python bench/faults.py [--only NAME,...] [--before 20] [--after 30] [--drain 90] [--out FILE]
 
 Each scenario builds a fresh rig: a Tansu broker, live cameras (one over RTSP when gst-rtsp-server
 is installed, one HTTP MJPEG camera, one looped file), a Kafka frames topic that two cameras
 publish to in real time (a partition each), and the real pipeline (Ray actors, a Serve replica of the demo model, events to Kafka).
-It runs ``--before`` seconds after the first event, injects its fault, runs ``--after`` seconds
-once the fault is over, stops the pipeline, and reads the events topic back.
+The topic's cameras start publishing once the first event is out (the pipeline runs); the rig runs
+``--before`` seconds, injects its fault, runs ``--after`` seconds once the fault is over, stops
+publishing, gives the pipeline up to ``--drain`` seconds to commit the whole topic ("caught up"),
+stops the pipeline, and reads the events topic back.
 
 What is counted, per scenario, from the events a downstream consumer sees:
 - windows: distinct windows with a score event (or a failure event); duplicates: score events
@@ -20,7 +22,8 @@ What is counted, per scenario, from the events a downstream consumer sees:
   at a gap in the frames' capture times (the publisher held up by the broker) is "cut by a gap".
 Windows in memory of a live camera's actor when it is killed are gone with it, as frames are while a
 camera is unreachable; the camera reports a restart and a gap. Prints a table, writes JSON (default
-bench/results/faults.json), exits 1 when any scenario lost anything or crashed.
+bench/results/faults.json), exits 1 when any scenario lost anything, crashed, hung, had a camera
+without a single window, or left the topic unfinished after the drain.
 """
 
 from __future__ import annotations
@@ -337,9 +340,13 @@ def committed_seqs(bootstrap: str, cameras: list[str], group: str = "xclip-strea
 
 
 def account(events: list[dict], published: dict[str, int], gaps: dict[str, list[int]] | None = None,
-            committed: dict[str, int] | None = None) -> dict:
-    """Windows, duplicates and losses per camera, from the events topic (see the module docstring)."""
+            committed: dict[str, int] | None = None, cameras: list[str] = ()) -> dict:
+    """Windows, duplicates and losses per camera, from the events topic (see the module docstring).
+    Every camera of ``cameras`` and ``published`` gets a row, one that sent no event too: a camera
+    the pipeline went silent on must show up, not vanish from the table."""
     per_camera: dict[str, list[dict]] = defaultdict(list)
+    for camera in [*cameras, *published]:
+        per_camera[camera] = []
     for e in events:
         per_camera[e.get("camera_id", "?")].append(e)
     rows = {}
@@ -408,13 +415,14 @@ def _uncovered(windows: list[tuple[int, int]], sample_fps: float, fps: float, ga
 
 
 # -- running ---------------------------------------------------------------------------------------
-def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
+def run_scenario(scenario: Scenario, before: float, after: float, drain: float = 90.0) -> dict:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"xclip-fault-{scenario.name}-") as tmp:
         rig = Rig(Path(tmp), members=scenario.members, durable=scenario.durable)
         with rig.services(broker_first=not scenario.broker_down_at_start) as urls:
             publisher = reader = None
-            note = ""
+            note, caught_up_s = "", None
+            publishing = threading.Event()  # set: the topic's cameras stop publishing
             pipeline = rig.run_pipeline(rig.config(urls))
             try:
                 if scenario.broker_down_at_start:
@@ -424,21 +432,27 @@ def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
                 from xclip_stream.pipeline.kafka_clients import create_topics
 
                 create_topics(rig.broker.bootstrap, {FRAMES_TOPIC: TOPIC_PARTITIONS})
-                publisher, reader = Publisher(rig.broker.bootstrap, rig.stop), Reader(rig.broker.bootstrap)
-                publisher.thread.start()
+                publisher, reader = Publisher(rig.broker.bootstrap, publishing), Reader(rig.broker.bootstrap)
                 reader.thread.start()
                 deadline = time.monotonic() + STARTUP_LIMIT_S
                 while not reader.events and pipeline.is_alive() and time.monotonic() < deadline:
                     time.sleep(0.5)
                 if not reader.events:
                     raise RuntimeError(f"no event within {STARTUP_LIMIT_S:g} s ({rig.error or 'no error'})")
+                # The topic's cameras start once the pipeline runs: the fault meets a steady state,
+                # not a backlog built while Ray and Serve started.
+                publisher.thread.start()
                 time.sleep(before)
                 if scenario.inject is not None:
                     note = scenario.inject(rig)
                 time.sleep(after)
+                publishing.set()
+                publisher.thread.join(timeout=30)
+                caught_up_s = wait_caught_up(rig.broker.bootstrap, publisher.cameras, drain)
             except Exception as e:  # noqa: BLE001 - the scenario fails, the suite goes on
                 rig.error = rig.error or f"{type(e).__name__}: {e}"
             finally:
+                publishing.set()
                 rig.stop.set()
                 pipeline.join(timeout=180)
                 if reader is not None:
@@ -448,16 +462,55 @@ def run_scenario(scenario: Scenario, before: float, after: float) -> dict:
                     publisher.thread.join(timeout=30)
                 committed, partitions = committed_seqs(rig.broker.bootstrap, publisher.cameras) if publisher else ({}, {})
     cameras = account(reader.events if reader else [], publisher.published if publisher else {},
-                      publisher.gaps if publisher else {}, committed)
+                      publisher.gaps if publisher else {}, committed, list(rig.cameras))
     lost = sum(r["lost"] for r in cameras.values())
     return {"scenario": scenario.name, "fault": note, "cameras": cameras, "error": rig.error,
             "publishing_gaps": publisher.gaps if publisher else {}, "partitions": partitions,
-            "pipeline_hung": pipeline.is_alive(), "windows": sum(r["windows"] for r in cameras.values()),
+            "caught_up_s": caught_up_s, "pipeline_hung": pipeline.is_alive(),
+            "windows": sum(r["windows"] for r in cameras.values()),
             "score_events": sum(r["score_events"] for r in cameras.values()),
             "duplicates": sum(r["duplicates"] for r in cameras.values()), "lost": lost,
             "unconsumed": sum(r.get("unconsumed", 0) for r in cameras.values()),
+            "silent": sorted(c for c, r in cameras.items() if not r["windows"]),
             "finished": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in rig.result.items()},
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def failed_because(r: dict) -> list[str]:
+    """Why a scenario failed (empty: it survived): a loss, a crash, a hang, a camera that yielded no
+    window, or a topic the pipeline did not finish within the drain time."""
+    why = [f"{r['lost']} lost"] if r["lost"] else []
+    why += [r["error"]] if r["error"] else []
+    why += ["pipeline hung"] if r["pipeline_hung"] else []
+    why += [f"no window from {', '.join(r['silent'])}"] if r["silent"] else []
+    why += ["topic not caught up"] if r["caught_up_s"] is None else []
+    return why
+
+
+def wait_caught_up(bootstrap: str, cameras: list[str], limit: float, group: str = "xclip-stream") -> float | None:
+    """Seconds until the group's committed offsets reach the end of every topic camera's partition
+    once publishing stopped (a camera gone quiet has its ring released, so the whole log becomes
+    done), or None after ``limit`` seconds: the lag the pipeline could not work off."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    began = time.monotonic()
+    tps = [TopicPartition(FRAMES_TOPIC, i * TOPIC_PARTITIONS // len(cameras)) for i in range(len(cameras))]
+    probe = None
+    try:
+        while time.monotonic() - began < limit:
+            try:
+                probe = probe or KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+                # one record per batch (the publisher sends and waits): Tansu's end offsets are right here
+                ends = probe.end_offsets(tps)
+                if all((probe.committed(tp) or 0) >= ends[tp] for tp in tps):
+                    return round(time.monotonic() - began, 1)
+            except Exception:  # noqa: BLE001 - a broker hiccup: ask again
+                pass
+            time.sleep(1.0)
+        return None
+    finally:
+        if probe is not None:
+            probe.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -465,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated scenario names (default: all)")
     parser.add_argument("--before", type=float, default=20.0, help="seconds of flow before the fault (default 20)")
     parser.add_argument("--after", type=float, default=30.0, help="seconds of flow after it (default 30)")
+    parser.add_argument("--drain", type=float, default=90.0,
+                        help="after publishing stops, seconds the pipeline gets to commit the whole topic (default 90)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else [s.name for s in SCENARIOS]
@@ -474,13 +529,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for scenario in (s for s in SCENARIOS if s.name in names):
         print(f"faults: {scenario.name} ...", file=sys.stderr, flush=True)
-        results.append(run_scenario(scenario, args.before, args.after))
-    print(f"\n{'scenario':<28} {'windows':>8} {'events':>7} {'dupes':>6} {'lost':>5} {'unconsumed':>10}  fault / error")
+        results.append(run_scenario(scenario, args.before, args.after, args.drain))
+    print(f"\n{'scenario':<28} {'windows':>8} {'events':>7} {'dupes':>6} {'lost':>5} {'unconsumed':>10} "
+          f"{'caught up':>9}  fault / error")
     for r in results:
+        caught = "never" if r["caught_up_s"] is None else f"{r['caught_up_s']:g} s"
+        silent = f"; no window from {', '.join(r['silent'])}" if r["silent"] else ""
         print(f"{r['scenario']:<28} {r['windows']:>8} {r['score_events']:>7} {r['duplicates']:>6} {r['lost']:>5} "
-              f"{r['unconsumed']:>10}  "
-              f"{r['error'] or r['fault']}")
-    failed = [r["scenario"] for r in results if r["lost"] or r["error"] or r["pipeline_hung"] or not r["windows"]]
+              f"{r['unconsumed']:>10} {caught:>9}  {r['error'] or r['fault']}{silent}")
+    failed = [r["scenario"] for r in results if failed_because(r)]
     write_json(args.out, {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                           "scenarios": results, "failed": failed})
     print(f"\n{len(results) - len(failed)} of {len(results)} scenarios survived with nothing lost"

@@ -58,3 +58,17 @@ def test_a_ring_emptied_at_a_publishing_gap_is_not_lost_and_frames_past_the_comm
     no_gap = bench.account(events, {camera: 200}, {camera: []}, {camera: 150})
     # the hole, and frames declared done (committed) far past the last window, are lost
     assert no_gap[camera]["lost"] == (50 - 30 - 2) + (150 - 64 - 2 * bench.NUM_FRAMES)
+
+
+def test_a_camera_without_any_event_gets_a_row_and_fails_the_scenario():
+    bench = load_bench("faults")
+    topic_camera = f"{bench.TOPIC_CAMERA}-2"
+    events = [_score("cam", i, 10 * i, 10 * i + 7) for i in range(3)]
+    rows = bench.account(events, {topic_camera: 120}, {topic_camera: []}, {topic_camera: -1}, cameras=["cam", "quiet"])
+    assert rows["quiet"]["windows"] == 0 and rows["quiet"]["lost"] == 0
+    assert rows[topic_camera]["windows"] == 0 and rows[topic_camera]["unconsumed"] == 120
+    result = {"lost": 0, "error": "", "pipeline_hung": False, "caught_up_s": 3.0,
+              "silent": sorted(c for c, r in rows.items() if not r["windows"])}
+    assert bench.failed_because(result) == [f"no window from quiet, {topic_camera}"]
+    assert bench.failed_because({**result, "silent": [], "caught_up_s": None}) == ["topic not caught up"]
+    assert bench.failed_because({**result, "silent": []}) == []
