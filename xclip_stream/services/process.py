@@ -19,7 +19,6 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
 
 FINALIZE_GRACE_S = 2.0  # SIGTERM grace when an owner is dropped or the interpreter exits
 
@@ -171,7 +170,7 @@ class ProcessService:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def start(self) -> Self:
+    def start(self) -> ProcessService:
         raise NotImplementedError
 
     def stop(self, grace: float | None = None) -> None:
@@ -179,7 +178,7 @@ class ProcessService:
         ``stop_grace_s``); idempotent."""
         self._process.stop(self.stop_grace_s if grace is None else grace)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ProcessService:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
