@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import jsonschema
 import numpy as np
 import pytest
+import torch
 
-from xclip_stream.actors.scoring import APP_ERROR_RETRIES, ScoringLoop
+from xclip_stream.actors.scoring import APP_ERROR_RETRIES, NON_FINITE_RETRIES, ScoringLoop, send_events
 from xclip_stream.pipeline.events import EventBuilder, encode_event, labelset_id
 from xclip_stream.pipeline.model_check import LabelChecker, ModelMismatch
-from xclip_stream.pipeline.scoring import BatchScorer, WindowRefused
+from xclip_stream.pipeline.scoring import BatchScorer, NonFiniteScores, WindowRefused
 from xclip_stream.pipeline.stall import StallWatch
 from xclip_stream.pipeline.stream import PendingWindows
 from xclip_stream.schemas import export
@@ -178,3 +179,135 @@ def test_a_call_without_an_answer_times_out_and_is_retried_not_failed():
     [(_, [score, *_])] = published
     assert isinstance(score, ScoreEvent) and score.top_label == GOOD[0]
     assert (loop.stats.timeouts, loop.stats.failed, replica.calls) == (2, 0, 3)
+
+
+# -- NaN/inf logits: the window fails like any other the model fails on; no event carries them --
+
+def poisoned_window(i: int) -> FrameWindow:
+    """A window with one flat grey frame, the input the poisoned patch embedding (below) overflows on."""
+    w = window(i)
+    w.frames[2] = 128
+    return w
+
+
+@pytest.fixture
+def nan_on_flat_frames(scorer):
+    """The real model, made to overflow on some input only (as a bf16 overflow or a bad weight would):
+    its patch embedding writes NaN for frames of one colour. The NaN then goes through the
+    vision tower, the MIT and the prompt generator like any value; ``calls`` counts forward passes."""
+    calls = []
+
+    def hook(module, inputs, output):
+        calls.append(len(inputs[0]))
+        flat = inputs[0].flatten(2).std(dim=2).amax(dim=1) == 0  # (B*T,) frames of one colour
+        return output.masked_fill(flat[:, None, None, None], float("nan")) if flat.any() else output
+
+    assert scorer.encoder.model is scorer.model  # float32 on a CPU: no cast copy to hook instead
+    handle = scorer.model.vision_model.embeddings.patch_embedding.register_forward_hook(hook)
+    yield calls
+    handle.remove()
+
+
+class ScorerReplica(Replica):
+    """The Serve handle as the replica answers it (``XCLIPReplica.score``), over a real ``BatchScorer``."""
+
+    def __init__(self, scorer: BatchScorer):
+        super().__init__([])
+        self.scorer = scorer
+
+    def _remote(self, frames, labels):
+        self.calls += 1
+        future = asyncio.get_running_loop().create_future()
+        [result] = self.scorer.score_each([frames], [labels])
+        if isinstance(result, WindowRefused):
+            future.set_exception(result.error(result.reason))
+        else:
+            future.set_result(result)
+        return future
+
+
+def strict_json(value: bytes) -> dict:
+    """JSON as a strict consumer reads it: NaN, Infinity and -Infinity are errors."""
+    def refuse(constant):
+        raise ValueError(f"{constant} in an event")
+    return json.loads(value, parse_constant=refuse)
+
+
+def test_a_window_with_nan_logits_fails_alone_and_its_batch_neighbours_score(scorer, nan_on_flat_frames):
+    frames = [window(0).frames, poisoned_window(1).frames, window(2).frames, window(3).frames]
+    labels = [GOOD, GOOD, OTHER, GOOD]
+    out = scorer.score_each(frames, labels)
+    assert nan_on_flat_frames == [4 * 4]  # one forward pass of the 4 windows: no re-scoring in parts
+    refused = out[1]
+    assert isinstance(refused, WindowRefused) and refused.error is NonFiniteScores
+    assert refused.reason == ("non-finite scores from the model: 2 of 2 labels NaN/inf (a broken checkpoint, "
+                              "an overflow at this precision or a faulty device)")
+    with pytest.raises(NonFiniteScores, match=r"^window 1 of 4: non-finite scores from the model: 2 of 2"):
+        scorer.score(frames, labels)  # offline callers (classify) get the error, not NaN scores
+    alone = [scorer.score([frames[i]], [labels[i]])[0] for i in (0, 2, 3)]  # nothing spread across the batch
+    assert np.isfinite(alone).all()
+    np.testing.assert_allclose([out[0], out[2], out[3]], alone, atol=1e-5)
+
+
+def test_a_label_set_with_nan_text_features_fails_its_windows_and_is_not_cached(scorer):
+    """Text features are cached per label set: NaN ones (a transient fault) must not stay."""
+    bad_set = ("a person falling", "a car", "an empty scene")
+
+    def hook(module, inputs, output):  # label 1 of the three-label set overflows
+        return output.index_fill(0, torch.tensor([1]), float("nan")) if len(output) == 3 else output
+
+    handle = scorer.model.text_projection.register_forward_hook(hook)
+    try:
+        out = scorer.score_each([window(0).frames, window(1).frames], [bad_set, GOOD])
+    finally:
+        handle.remove()
+    assert isinstance(out[0], WindowRefused) and out[0].error is NonFiniteScores
+    assert out[0].reason == ("non-finite scores from the model: 1 of 3 labels NaN/inf "
+                             "(the label set's text features are NaN/inf)")
+    assert np.isfinite(out[1]).all() and bad_set not in scorer._text
+    [again] = scorer.score_each([window(0).frames], [bad_set])  # the fault is gone: the set scores
+    assert np.isfinite(again).all() and bad_set in scorer._text
+
+
+def test_nan_logits_are_retried_once_then_published_as_failed_and_no_event_carries_nan(
+        scorer, nan_on_flat_frames):
+    replica = ScorerReplica(scorer)
+    loop, published = run_loop(replica, [window(0), poisoned_window(1), window(2)])
+    assert [index for index, _ in published] == [0, 1, 2]
+    [failed] = published[1][1]
+    assert isinstance(failed, WindowFailed) and failed.attempts == NON_FINITE_RETRIES + 1
+    assert failed.reason.startswith("NonFiniteScores: non-finite scores from the model: 2 of 2 labels NaN/inf")
+    assert (loop.stats.scored, loop.stats.failed, loop.stats.retries) == (2, 1, NON_FINITE_RETRIES)
+    assert replica.calls == 3 + NON_FINITE_RETRIES
+    schema = json.loads((export.SCHEMA_DIR / "window_failed_event.json").read_text())
+    for _, events in published:
+        for event in events:
+            data = strict_json(encode_event(event)[1])
+            if isinstance(event, WindowFailed):
+                jsonschema.Draft202012Validator(schema).validate(data)
+            else:
+                assert all(np.isfinite(list(data.get("scores", {}).values())))
+
+
+def test_scores_no_event_can_carry_fail_the_window_instead_of_the_loop():
+    """A replica that does not check its logits: the score event refuses NaN/inf, the loop goes on."""
+    replica = Replica([[float("nan"), 1.0], [float("inf"), 0.0], [1.0, 2.0]])
+    loop, published = run_loop(replica, [window(0), window(1), window(2)])
+    [(_, [nan]), (_, [inf]), (_, [score, *_])] = published
+    assert [index for index, _ in published] == [0, 1, 2]
+    assert isinstance(nan, WindowFailed) and nan.attempts == 1
+    assert nan.reason == inf.reason == "ValueError: non-finite scores: 1 of 2 labels NaN/inf"
+    assert isinstance(score, ScoreEvent) and (loop.stats.failed, loop.stats.scored) == (2, 1)
+
+
+def test_an_event_that_cannot_be_encoded_is_refused_whole_before_anything_is_sent():
+    builder = EventBuilder("cam-a", "tiny", LabelSet(labels=list(GOOD)))
+    good = builder.stream_event("connected", "rtsp://cam")
+    bad = builder.stream_event("gap", "rtsp://cam", gap=(float("nan"), 1.0))
+    sent = []
+    delivery = SimpleNamespace(submit=lambda *record, on_ack: sent.append(record))
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        send_events(delivery, "events", [good, bad])
+    assert sent == []
+    send_events(delivery, "events", [good])
+    assert len(sent) == 1 and strict_json(sent[0][2])["state"] == "connected"

@@ -374,7 +374,12 @@ class KafkaFramesActor:
         return held[0][2], held[-1][2]
 
     def _publish(self, window, events: list) -> None:
+        # The refs are dropped only once the events are queued: an event that cannot be encoded raises
+        # (sending nothing) and the scoring loop publishes the window's failed event in their place.
+        key = (window.camera_id, window.index)
         with self.lock:
-            held = self.window_refs.pop((window.camera_id, window.index))
+            held = self.window_refs[key]
         send_events(self.delivery, self.sink_spec.events_topic, events,
                     on_all_acked=lambda: [self._release(tp, off) for tp, off, _ in held])
+        with self.lock:
+            self.window_refs.pop(key, None)

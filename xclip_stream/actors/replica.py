@@ -7,7 +7,8 @@ keeps answering health checks and queueing the next batch.
 
 A batch mixes cameras, so one camera's bad window or label set must not fail the others': the
 scorer refuses such a window alone and narrows a failed batch down to its culprit
-(``BatchScorer.score_each``); the culprit's call raises ``ModelMismatch`` with the reason. The
+(``BatchScorer.score_each``); the culprit's call raises ``ModelMismatch`` with the reason
+(``NonFiniteScores`` when the model gave it NaN or inf logits). The
 health check fails when the replica holds work but completes no batch for ``stall_timeout_s``.
 """
 
@@ -19,7 +20,6 @@ import numpy as np
 import ray
 from ray import serve
 
-from ..pipeline.model_check import ModelMismatch
 from ..pipeline.scoring import BatchScorer, WindowRefused
 from ..pipeline.stall import StallWatch
 from ..schemas.config import ModelConfig, ServeConfig
@@ -46,14 +46,14 @@ class XCLIPReplica:
 
     async def score(self, frames: np.ndarray, labels: tuple[str, ...]) -> list[float]:
         """One window (T, 3, S, S) uint8 against its label set -> logits, one per label; raises
-        ModelMismatch when the model cannot score this window."""
+        ModelMismatch when the model cannot score this window, NonFiniteScores when its logits are NaN/inf."""
         self.watch.request_started()
         try:
             result = await self.score_batch(frames, tuple(labels))
         finally:
             self.watch.request_finished()
         if isinstance(result, WindowRefused):
-            raise ModelMismatch(result.reason)
+            raise result.error(result.reason)
         return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)

@@ -5,8 +5,10 @@ back in the order they were sent, so each camera's events are published in windo
 that fails because a replica died, or gets no answer within ``request_timeout_s`` (a stuck
 replica), is a system failure: retried with backoff until it succeeds, so a window taken from the
 queue is never lost. A window the model refuses (wrong shape, a label set it cannot encode) fails
-at once; other application errors are retried a few times. Either way the window is then
-published as an ``xclip.window.failed`` event in its place and counted: never dropped unsaid.
+at once; NaN or inf logits (``NonFiniteScores``) are retried once, other application errors a few
+times. Scores no event can carry (not finite, so not JSON) fail the window too. Either way the
+window is then published as an ``xclip.window.failed`` event in its place and counted: never
+dropped unsaid.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from ray.exceptions import RayTaskError
 
 from ..pipeline.events import EventBuilder, Scored, encode_event
 from ..pipeline.model_check import ModelMismatch
+from ..pipeline.scoring import NonFiniteScores
 from ..pipeline.stream import PendingWindows
 from ..schemas.windows import FrameWindow
 
 log = logging.getLogger(__name__)
 
 APP_ERROR_RETRIES = 3
+# NaN/inf logits: a retry may reach another replica or outlast a transient device fault, but the
+# same weights give the same input NaN again (a broken checkpoint, a bf16 overflow), so once only.
+NON_FINITE_RETRIES = 1
 
 
 @dataclass
@@ -126,18 +132,23 @@ class ScoringLoop:
             cause = getattr(e, "cause", None) or e  # a RayTaskError carries the replica's exception
             refused = isinstance(cause, ModelMismatch)  # the same window would be refused again
             app_error = isinstance(e, RayTaskError) or isinstance(e, (ValueError, TypeError))
-            if refused or (app_error and head.attempts > APP_ERROR_RETRIES):
+            retries = NON_FINITE_RETRIES if isinstance(cause, NonFiniteScores) else APP_ERROR_RETRIES
+            if refused or (app_error and head.attempts > retries):
                 self._fail(head, cause)
             else:
                 await self._retry(head, f"{type(e).__name__}: {e}")
             return
-        self._in_flight.popleft()
         builder = self.builder_for(head.window.camera_id)
         seqs = self.source_seqs(head.window) if self.source_seqs else (None, None)
-        events = builder.window_events(Scored(head.window, head.labels, tuple(logits)), *seqs)
+        try:
+            events = builder.window_events(Scored(head.window, head.labels, tuple(logits)), *seqs)
+            self.publish(head.window, events)  # raises before sending anything an event cannot be encoded
+        except (ValueError, TypeError) as e:  # logits no event can carry (NaN from an unchecked replica)
+            self._fail(head, e)
+            return
+        self._in_flight.popleft()
         self.stats.scored += 1
         self.stats.latencies_ms.append(events[0].latency_ms)
-        self.publish(head.window, events)
 
     async def _retry(self, head: _InFlight, why: str) -> None:
         self.stats.retries += 1
@@ -184,8 +195,8 @@ def send_events(delivery, topic: str, events: list, on_all_acked: Callable[[], N
         if remaining == 0 and on_all_acked is not None:
             on_all_acked()
 
+    records = [encode_event(event) for event in events]  # all or none: a ValueError sends nothing
     if not events and on_all_acked is not None:
         on_all_acked()
-    for event in events:
-        key, value, headers = encode_event(event)
+    for key, value, headers in records:
         delivery.submit(topic, key, value, headers, on_ack=acked)

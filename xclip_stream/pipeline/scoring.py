@@ -22,7 +22,7 @@ import torch
 from ..model import XCLIPConfig, XCLIPModel
 from ..model.processor import XCLIPProcessor, XCLIPVideoProcessor
 from .encoding import VideoEncoder, bucket
-from .model_check import DEFAULT_MAX_LABELS, LabelChecker, check_processor_fits
+from .model_check import DEFAULT_MAX_LABELS, LabelChecker, ModelMismatch, check_processor_fits
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,18 @@ def _cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
 
 
+class NonFiniteScores(ValueError):
+    """The model gave NaN or inf logits for a window: a broken checkpoint, an overflow at this
+    precision on this input, or a faulty device. Never published as scores."""
+
+
 @dataclass(frozen=True)
 class WindowRefused:
-    """``score_each``'s answer, in a window's slot, when that window could not be scored."""
+    """``score_each``'s answer, in a window's slot, when that window could not be scored; ``error``
+    is what a replica raises for it (``ModelMismatch``: the same window would be refused again)."""
 
     reason: str
+    error: type[ValueError] = ModelMismatch
 
 
 class BatchScorer:
@@ -149,6 +156,8 @@ class BatchScorer:
                 input_ids=tokens["input_ids"].to(self.device),
                 attention_mask=tokens["attention_mask"].to(self.device),
             )
+        if not bool(features.isfinite().all()):
+            return features  # not cached: a transient fault must not fail this label set for good
         self._text[labels] = features
         if len(self._text) > self._cache_size:
             self._text.popitem(last=False)
@@ -172,7 +181,19 @@ class BatchScorer:
         return buf[:b].to(self.device, non_blocking=True)  # the caller's .cpu() waits for it
 
     def score(self, frames: Sequence[np.ndarray], labels: Sequence[tuple[str, ...]]) -> list[list[float]]:
-        """frames: B windows (T, 3, S, S) uint8; labels: B label tuples -> B lists of logits."""
+        """frames: B windows (T, 3, S, S) uint8; labels: B label tuples -> B lists of logits; raises
+        ``NonFiniteScores`` naming the windows whose logits are NaN or inf."""
+        out = self._forward(frames, labels)
+        bad = [f"window {i} of {len(out)}: {r.reason}" for i, r in enumerate(out) if isinstance(r, WindowRefused)]
+        if bad:
+            raise NonFiniteScores("; ".join(bad))
+        return out
+
+    def _forward(self, frames: Sequence[np.ndarray],
+                 labels: Sequence[tuple[str, ...]]) -> list[list[float] | WindowRefused]:
+        """The forward pass, and the one place where logits become per-window results: a window
+        whose logits are not all finite gets a ``WindowRefused`` (its neighbours are unaffected:
+        nothing in X-CLIP mixes the windows of a batch)."""
         if len(frames) != len(labels):
             raise ValueError(f"{len(frames)} windows but {len(labels)} label sets")
         for f in frames:
@@ -184,15 +205,17 @@ class BatchScorer:
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, label_set in enumerate(labels):
             groups.setdefault(tuple(label_set), []).append(i)
-        out: list[list[float]] = [[] for _ in frames]
+        out: list[list[float] | WindowRefused] = [[] for _ in frames]
         with self._lock, torch.inference_mode():
             text = {key: self.text_features(key) for key in groups}
             video, context = self.encoder(self.upload(frames))
             for key, rows in groups.items():
                 index = torch.tensor(rows, device=self.device) if len(groups) > 1 else slice(None)
-                logits = self.encoder.score(video[index], context[index], text[key])
-                for row, values in zip(rows, logits.cpu().tolist()):
-                    out[row] = values
+                logits = self.encoder.score(video[index], context[index], text[key]).float().cpu()  # (B_key, N)
+                not_finite = (~logits.isfinite()).sum(dim=1).tolist()
+                for row, values, bad in zip(rows, logits.tolist(), not_finite):
+                    out[row] = values if not bad else WindowRefused(
+                        _non_finite_reason(bad, len(key), text[key]), NonFiniteScores)
         return out
 
     def window_problem(self, frames: np.ndarray, labels: Sequence[str]) -> str | None:
@@ -210,8 +233,9 @@ class BatchScorer:
     def score_each(self, frames: Sequence[np.ndarray],
                    labels: Sequence[tuple[str, ...]]) -> list[list[float] | WindowRefused]:
         """``score``, but a window that cannot be scored fails alone: it is refused up front when its
-        shape or label set is wrong, and when a batch fails anyway it is scored again per label set,
-        then per window, so only the culprit gets a ``WindowRefused`` (a batch mixes cameras)."""
+        shape or label set is wrong, when its logits are not finite, and when a batch fails anyway it
+        is scored again per label set, then per window, so only the culprit gets a ``WindowRefused``
+        (a batch mixes cameras)."""
         out: list[list[float] | WindowRefused | None] = [None] * len(frames)
         rows = []
         for i, (window, label_set) in enumerate(zip(frames, labels)):
@@ -227,8 +251,8 @@ class BatchScorer:
         if not rows:
             return
         try:
-            for row, logits in zip(rows, self.score([frames[i] for i in rows], [labels[i] for i in rows])):
-                out[row] = logits
+            for row, result in zip(rows, self._forward([frames[i] for i in rows], [labels[i] for i in rows])):
+                out[row] = result
             return
         except Exception as e:  # noqa: BLE001 - narrowed down below; one window's error is its own
             if len(rows) == 1:
@@ -244,3 +268,10 @@ class BatchScorer:
         else:
             for i in rows:
                 self._score_isolating(frames, labels, [i], out, by_labels=False)
+
+
+def _non_finite_reason(bad: int, labels: int, text_features: torch.Tensor) -> str:
+    """Why a window's logits are refused; says whether the label set's own features are at fault."""
+    where = "the label set's text features are NaN/inf" if not bool(text_features.isfinite().all()) else (
+        "a broken checkpoint, an overflow at this precision or a faulty device")
+    return f"non-finite scores from the model: {bad} of {labels} labels NaN/inf ({where})"

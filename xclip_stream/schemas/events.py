@@ -53,6 +53,9 @@ class ScoreEvent:
             raise ValueError("scores and logits need the same, non-empty set of labels")
         if self.top_label not in self.scores:
             raise ValueError(f"top label {self.top_label!r} is not among the scored labels")
+        bad = sum(not math.isfinite(v) for v in self.logits.values())
+        if bad or not all(map(math.isfinite, [*self.scores.values(), self.top_score])):  # not JSON: the window fails
+            raise ValueError(f"non-finite scores: {bad} of {len(self.logits)} labels NaN/inf")
         if not (math.isfinite(self.start_time) and math.isfinite(self.end_time)) or self.end_time < self.start_time:
             raise ValueError(f"bad window times {self.start_time!r}..{self.end_time!r}")
 
