@@ -1,4 +1,4 @@
-"""bench/faults.py's accounting: what it calls lost and duplicated, from events as a consumer sees
+"""bench/fault_accounting.py: what the fault suite calls lost and duplicated, from events as a consumer sees
 them (the scenarios themselves are long runs; their core cases are in the fault tests)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def _dropped(camera, total):
 
 
 def test_camera_holes_count_as_lost_unless_reported_dropped():
-    bench = load_bench("faults")
+    bench = load_bench("fault_accounting")
     events = [_score("cam", i, 10 * i, 10 * i + 7) for i in (0, 1, 2, 5, 6)]  # 3 and 4 missing
     rows = bench.account(events, {})
     assert rows["cam"]["lost"] == 2 and rows["cam"]["windows"] == 5 and rows["cam"]["runs"] == 1
@@ -25,7 +25,7 @@ def test_camera_holes_count_as_lost_unless_reported_dropped():
 
 
 def test_a_restarted_actor_starts_a_new_run_and_a_republished_window_is_a_duplicate():
-    bench = load_bench("faults")
+    bench = load_bench("fault_accounting")
     first = [_score("cam", i, 10 * i, 10 * i + 7) for i in range(3)]
     again = _score("cam", 2, 20, 27)  # the same window published twice (same event id)
     second = [_score("cam", i, 100 + 10 * i, 107 + 10 * i) for i in range(2)]  # a new actor, from 0
@@ -34,7 +34,7 @@ def test_a_restarted_actor_starts_a_new_run_and_a_republished_window_is_a_duplic
 
 
 def test_topic_cameras_are_judged_by_frame_coverage():
-    bench = load_bench("faults")
+    bench = load_bench("fault_accounting")
     camera = f"{bench.TOPIC_CAMERA}-1"
     step = round(bench.PUBLISH_FPS / bench.SAMPLE_FPS)  # frames between two sampled ones
     windows = [(0, 6), (8, 14), (16, 22)]  # back to back: nothing uncovered
@@ -48,7 +48,7 @@ def test_topic_cameras_are_judged_by_frame_coverage():
 
 
 def test_a_ring_emptied_at_a_publishing_gap_is_not_lost_and_frames_past_the_commit_are_unconsumed():
-    bench = load_bench("faults")
+    bench = load_bench("fault_accounting")
     camera = f"{bench.TOPIC_CAMERA}-1"
     windows = [(0, 14), (16, 30), (50, 64)]  # 31..49 uncovered: the publisher was held up after seq 40
     events = [_score(camera, i, a, b) for i, (a, b) in enumerate(windows)]
@@ -61,7 +61,7 @@ def test_a_ring_emptied_at_a_publishing_gap_is_not_lost_and_frames_past_the_comm
 
 
 def test_a_camera_without_any_event_gets_a_row_and_fails_the_scenario():
-    bench = load_bench("faults")
+    bench = load_bench("fault_accounting")
     topic_camera = f"{bench.TOPIC_CAMERA}-2"
     events = [_score("cam", i, 10 * i, 10 * i + 7) for i in range(3)]
     rows = bench.account(events, {topic_camera: 120}, {topic_camera: []}, {topic_camera: -1}, cameras=["cam", "quiet"])
