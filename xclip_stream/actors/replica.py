@@ -18,11 +18,12 @@ import asyncio
 
 import numpy as np
 import ray
+from pydantic import ValidationError
 from ray import serve
 
 from ..pipeline.scoring import BatchScorer, WindowRefused
 from ..pipeline.stall import StallWatch
-from ..schemas.config import ModelConfig, ServeConfig
+from ..schemas.config import ConfigError, ModelConfig, ServeAppArgs, ServeConfig, format_validation_error
 
 APP_NAME = "xclip-stream"
 DEPLOYMENT_NAME = "XCLIPReplica"
@@ -112,6 +113,32 @@ def deploy(model: ModelConfig, serve_config: ServeConfig, replica: type[XCLIPRep
     )
     serve.start(logging_config={"log_level": "WARNING", "enable_access_log": False})
     return serve.run(app, name=APP_NAME, route_prefix=None)
+
+
+def build_app(args: dict):
+    """The model application as a RayService's serveConfigV2 names it
+    (``import_path: xclip_stream.actors.replica:build_app``, ``args: {model: ..., serve: ...}``).
+    Replicas, autoscaling and resources come from the config's ``deployments`` entry, which Serve
+    applies over the options set here; a new ``args`` (a new checkpoint) rolls the replicas."""
+    try:
+        parsed = ServeAppArgs.model_validate(args)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "serveConfigV2 args")) from None
+    s = parsed.serve
+    return serve.deployment(XCLIPReplica).options(
+        name=DEPLOYMENT_NAME, health_check_period_s=5.0, health_check_timeout_s=30.0,
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    ).bind(parsed.model.model_dump(), s.max_batch_size, s.batch_wait_timeout_s, s.torch_threads, s.max_labels,
+           s.stall_timeout_s)
+
+
+def check_running() -> None:
+    """Returns once the model application (deployed by someone else) is RUNNING; raises
+    LookupError while it is missing or not yet running (for ``retry``)."""
+    status = serve.status().applications.get(APP_NAME)
+    if status is None or status.status != "RUNNING":
+        raise LookupError(f"Serve application {APP_NAME!r} is "
+                          f"{'not deployed' if status is None else status.status}")
 
 
 def get_handle():

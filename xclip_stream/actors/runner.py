@@ -27,7 +27,7 @@ from ..pipeline.scoring import ModelInfo, resolve_model_path
 from ..schemas.config import ConfigError, PipelineConfig, RayConfig, load_config
 from . import ray_env
 from .output import SinkSpec
-from .replica import APP_NAME, deploy
+from .replica import APP_NAME, check_running, deploy
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,14 @@ def run_pipeline(
             if kafka.control_topic:
                 control = retry(lambda: open_control_topic(config, labels.check_config), where, stop, unreachable)
                 config = control.start()  # the control topic's changes, kept across restarts
-        deployed = True  # from here on, a half-made deployment is removed too
-        deploy(config.model, config.serve)
+        if config.serve.deploy:
+            deployed = True  # from here on, a half-made deployment is removed too
+            deploy(config.model, config.serve)
+        elif started_ray:
+            raise ConfigError("serve.deploy: false joins a cluster whose model application is deployed by "
+                              "someone else (a RayService): give --ray-address or RAY_ADDRESS")
+        else:  # a RayService deploys the model (k8s/): wait for it, neither deploy nor delete it
+            retry(check_running, f"Serve application {APP_NAME}", stop, (LookupError,))
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
                         config.kafka.events_topic if config.kafka else "",
                         config.kafka.dead_letter_topic if config.kafka else "",

@@ -273,6 +273,9 @@ class ServeConfig(_Strict):
     max_labels: int = Field(1000, ge=1)  # labels per set; a bigger set is refused at start-up and per window
     request_timeout_s: float = Field(60.0, gt=0)  # one window's call to a replica; then it is retried
     stall_timeout_s: float = Field(120.0, gt=0)  # a replica with work but no batch done for this long is unhealthy
+    # False: the model application is deployed by someone else (a RayService's serveConfigV2, see k8s/)
+    # and the pipeline only calls it; replicas, autoscaling and resources above are then not used.
+    deploy: bool = True
 
 
 class ModelConfig(_Strict):
@@ -283,6 +286,24 @@ class ModelConfig(_Strict):
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool | None = None  # torch.compile the video encoder (fused kernels); None: on a GPU
     cuda_graphs: bool = True  # on a GPU, replay the video encoder from CUDA graphs, one per batch bucket
+
+
+class ServeAppArgs(_Strict):
+    """``args`` of the model application when a RayService deploys it (serveConfigV2, k8s/): the model
+    and how a replica batches. Replicas, autoscaling and resources belong to the config's
+    ``deployments`` entry (Serve's own options), so they are refused here rather than silently lost."""
+
+    model: ModelConfig
+    serve: ServeConfig = ServeConfig()
+
+    @model_validator(mode="after")
+    def _batching_only(self):
+        scaling = sorted({"replicas", "autoscaling", "num_cpus", "num_gpus", "max_ongoing_requests", "deploy"}
+                         & self.serve.model_fields_set)
+        if scaling:
+            raise ValueError(f"serve.{', serve.'.join(scaling)}: set replicas, autoscaling_config, "
+                             "ray_actor_options and max_ongoing_requests in the application's deployments entry")
+        return self
 
 
 class RayConfig(_Strict):
