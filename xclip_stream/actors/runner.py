@@ -113,6 +113,9 @@ def run_pipeline(
 ) -> dict:
     """Run until done; returns the final health of every source. Events go to Kafka, or to ``out``."""
     stop = stop or threading.Event()
+    if not config.serve.deploy and not (ray_address or os.environ.get("RAY_ADDRESS")):
+        raise ConfigError("serve.deploy: false joins a cluster whose model application is deployed by someone "
+                          "else (a RayService): give --ray-address or RAY_ADDRESS")
     # A model that cannot work, or a Kafka cluster that refuses us (TLS, SASL), is a clear error
     # before Ray, the replicas or any camera start (exit 2), in bounded time. A broker that does not
     # answer yet (down, still booting) delays the start instead, one log line per attempt.
@@ -140,9 +143,6 @@ def run_pipeline(
         if config.serve.deploy:
             deployed = True  # from here on, a half-made deployment is removed too
             deploy(config.model, config.serve)
-        elif started_ray:
-            raise ConfigError("serve.deploy: false joins a cluster whose model application is deployed by "
-                              "someone else (a RayService): give --ray-address or RAY_ADDRESS")
         else:  # a RayService deploys the model (k8s/): wait for it, neither deploy nor delete it
             retry(check_running, f"Serve application {APP_NAME}", stop, (LookupError,))
         sink = SinkSpec(config.kafka.bootstrap if config.kafka else None,
