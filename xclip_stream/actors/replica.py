@@ -81,6 +81,11 @@ class XCLIPReplica:
             raise RuntimeError(problem)
 
 
+# What every deployment of the model sets, whoever deploys it (the pipeline, or a RayService).
+_BASE_OPTIONS = {"name": DEPLOYMENT_NAME, "health_check_period_s": 5.0, "health_check_timeout_s": 30.0,
+                 "logging_config": {"log_level": "WARNING", "enable_access_log": False}}
+
+
 def replica_options(serve_config: ServeConfig) -> dict:
     """Deployment options from the configuration: one GPU per replica when the cluster has one
     (unless set), fractional CPUs otherwise, fixed replicas or autoscaling."""
@@ -88,12 +93,9 @@ def replica_options(serve_config: ServeConfig) -> dict:
     if num_gpus is None:
         num_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     options: dict = {
-        "name": DEPLOYMENT_NAME,
+        **_BASE_OPTIONS,
         "ray_actor_options": {"num_cpus": serve_config.num_cpus, "num_gpus": num_gpus},
         "max_ongoing_requests": max(serve_config.max_ongoing_requests, serve_config.max_batch_size),
-        "health_check_period_s": 5.0,
-        "health_check_timeout_s": 30.0,
-        "logging_config": {"log_level": "WARNING", "enable_access_log": False},
     }
     if serve_config.autoscaling is not None:
         a = serve_config.autoscaling
@@ -107,10 +109,7 @@ def replica_options(serve_config: ServeConfig) -> dict:
 def deploy(model: ModelConfig, serve_config: ServeConfig, replica: type[XCLIPReplica] = XCLIPReplica):
     """Start (or update) the model application; returns its deployment handle. ``replica``: a
     subclass for fault tests (a forward pass that fails on some inputs)."""
-    app = serve.deployment(replica).options(**replica_options(serve_config)).bind(
-        model.model_dump(), serve_config.max_batch_size, serve_config.batch_wait_timeout_s,
-        serve_config.torch_threads, serve_config.max_labels, serve_config.stall_timeout_s,
-    )
+    app = _bind(serve.deployment(replica).options(**replica_options(serve_config)), model, serve_config)
     serve.start(logging_config={"log_level": "WARNING", "enable_access_log": False})
     return serve.run(app, name=APP_NAME, route_prefix=None)
 
@@ -124,12 +123,13 @@ def build_app(args: dict):
         parsed = ServeAppArgs.model_validate(args)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, "serveConfigV2 args")) from None
-    s = parsed.serve
-    return serve.deployment(XCLIPReplica).options(
-        name=DEPLOYMENT_NAME, health_check_period_s=5.0, health_check_timeout_s=30.0,
-        logging_config={"log_level": "WARNING", "enable_access_log": False},
-    ).bind(parsed.model.model_dump(), s.max_batch_size, s.batch_wait_timeout_s, s.torch_threads, s.max_labels,
-           s.stall_timeout_s)
+    return _bind(serve.deployment(XCLIPReplica).options(**_BASE_OPTIONS), parsed.model, parsed.serve)
+
+
+def _bind(deployment, model: ModelConfig, s: ServeConfig):
+    """The application: ``deployment`` with the replica's constructor arguments."""
+    return deployment.bind(model.model_dump(), s.max_batch_size, s.batch_wait_timeout_s, s.torch_threads,
+                           s.max_labels, s.stall_timeout_s)
 
 
 def check_running() -> None:
