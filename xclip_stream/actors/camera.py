@@ -52,6 +52,7 @@ class CameraActor:
         self.source = VideoSource(
             self.camera.id, self.camera.url, loop=self.camera.loop, realtime=self.camera.realtime,
             rtsp_transport=self.camera.rtsp_transport, on_status=self._on_status,
+            credentials=self.camera.credentials,
         )
         self.pending = PendingWindows(self.options.max_pending_windows, drop_oldest=self.source.is_live)
         self.stage = WindowStage(self.camera.id, frame_preprocessor(model), model.num_frames,

@@ -3,6 +3,11 @@ reconciles them with a changed configuration. It runs in the driver and owns eve
 
 A worker whose ``run()`` returns has finished (a file reached its end); one whose actor died
 (crash, node loss, killed) is started again with exponential backoff, and counted.
+
+Actors ask Ray for what ``placement`` says (custom resources, SPREAD). One that no node has room
+for stays pending until the autoscaler adds a node (or forever, if no node type offers the
+resource): it is reported as ``pending`` in health and by a warning after ``PENDING_REPORT_S``, and
+stopping it does not wait for a run that never began.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from ..pipeline.scoring import ModelInfo
-from ..schemas.config import PipelineConfig
+from ..schemas.config import PipelineConfig, PlacementConfig
 from .camera import CameraActor
 from .kafka_frames import KafkaFramesActor
 from .output import SinkSpec
@@ -23,6 +28,7 @@ from .output import SinkSpec
 log = logging.getLogger(__name__)
 
 MAX_RESTART_DELAY_S = 30.0
+PENDING_REPORT_S = 30.0  # an actor not started after this long is reported (once per start)
 
 
 @dataclass
@@ -33,6 +39,20 @@ class Worker:
     ref: object = None
     restarts: int = 0
     restart_at: float | None = None
+    ready: object = None  # until the actor is placed and constructed: its __ray_ready__ ref
+    launched_at: float = 0.0
+    pending_reported: bool = False
+
+
+def actor_options(placement: PlacementConfig, name: str) -> dict:
+    """``.options()`` of a camera or Kafka-member actor: its name and ``placement`` (resources it asks
+    for on top of the class's 0.1 CPU, and the SPREAD strategy)."""
+    options: dict = {"name": name}
+    if placement.resources:
+        options["resources"] = dict(placement.resources)
+    if placement.spread:
+        options["scheduling_strategy"] = "SPREAD"
+    return options
 
 
 class Supervisor:
@@ -45,14 +65,16 @@ class Supervisor:
         self.finished: dict[str, dict] = {}
         self.stopping = False
         self._lines: list[str] = []  # output of workers that have ended, not yet taken
+        self.pending_report_s = PENDING_REPORT_S
 
     # -- desired state --------------------------------------------------------------------------
     def _desired(self, config: PipelineConfig) -> dict[str, dict]:
         specs = {}
+        placement = config.placement.model_dump()  # in each spec: a changed placement restarts the actors
         for c in config.cameras:
             specs[f"camera:{c.id}"] = {
                 "kind": "camera", "camera": c.model_dump(exclude={"labels"}), "labels": config.label_set(c.labels).model_dump(),
-                "options": config.stream_options(c.options).model_dump(),
+                "options": config.stream_options(c.options).model_dump(), "placement": placement,
             }
         if config.kafka:
             for f in config.kafka.frames:
@@ -61,7 +83,7 @@ class Supervisor:
                         "kind": "frames", "frames": f.model_dump(exclude={"labels"}), "member": member,
                         "labels": config.label_set(f.labels).model_dump(),
                         "options": config.stream_options(f.options).model_dump(),
-                        "session_timeout_ms": config.kafka.session_timeout_ms,
+                        "session_timeout_ms": config.kafka.session_timeout_ms, "placement": placement,
                     }
         return specs
 
@@ -78,8 +100,13 @@ class Supervisor:
             actor_class, args = KafkaFramesActor, (spec["frames"], spec["labels"], spec["options"], self.model,
                                                    self.sink, spec["session_timeout_ms"], spec["member"])
         # Named (per start, as a dying actor may still hold its name) so operators can find it.
-        worker.actor = actor_class.options(name=f"xclip:{worker.key}:{worker.restarts}").remote(
+        options = actor_options(PlacementConfig.model_validate(spec["placement"]),
+                                f"xclip:{worker.key}:{worker.restarts}")
+        worker.actor = actor_class.options(**options).remote(
             *args, request_timeout_s=self.config.serve.request_timeout_s)
+        worker.ready = worker.actor.__ray_ready__.remote()
+        worker.launched_at = time.monotonic()
+        worker.pending_reported = False
         worker.ref = worker.actor.run.remote()
         worker.restart_at = None
         self.workers[worker.key] = worker
@@ -87,7 +114,8 @@ class Supervisor:
 
     # -- watching -------------------------------------------------------------------------------
     def poll(self, timeout: float = 0.5) -> None:
-        """Reap finished workers, schedule restarts of dead ones, start those due."""
+        """Reap finished workers, schedule restarts of dead ones, start those due, report pending ones."""
+        self._check_placed()
         running = {w.ref: w for w in self.workers.values() if w.ref is not None}
         if running:
             ready, _ = ray.wait(list(running), num_returns=len(running), timeout=timeout)
@@ -100,6 +128,26 @@ class Supervisor:
             if worker.ref is None and worker.restart_at is not None and now >= worker.restart_at:
                 worker.restarts += 1
                 self._launch(worker)
+
+    def _check_placed(self) -> None:
+        """Mark the actors that have started; warn once about each still pending after a while."""
+        waiting = {w.ready: w for w in self.workers.values() if w.ready is not None and w.ref is not None}
+        if not waiting:
+            return
+        ready, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=0)
+        for ref in ready:
+            waiting.pop(ref).ready = None  # started, or failed: run() reports which
+        now = time.monotonic()
+        for worker in waiting.values():
+            if not worker.pending_reported and now - worker.launched_at >= self.pending_report_s:
+                worker.pending_reported = True
+                log.warning("%s not started after %.0f s: no node has room for it (it asks for 0.1 CPU%s); "
+                            "Ray's autoscaler adds a node if a node type offers that, else it stays pending",
+                            worker.key, now - worker.launched_at, _asks(worker.spec["placement"]))
+
+    def _pending(self, worker: Worker) -> bool:
+        self._check_placed()
+        return worker.ready is not None
 
     def _reap(self, worker: Worker) -> None:
         try:
@@ -124,6 +172,12 @@ class Supervisor:
         self.workers.pop(worker.key, None)
         ray.kill(worker.actor)
 
+    def _drop_pending(self, worker: Worker) -> None:
+        """End an actor that never started: it has no output to collect nor work to drain."""
+        self.workers.pop(worker.key, None)
+        ray.kill(worker.actor)
+        log.info("stopped %s before it started", worker.key)
+
     @property
     def done(self) -> bool:
         return not self.workers
@@ -132,7 +186,7 @@ class Supervisor:
         """JSON lines collected by the actors (stdout mode), in per-actor order."""
         lines, self._lines = self._lines, []
         for worker in list(self.workers.values()):
-            if worker.ref is not None:
+            if worker.ref is not None and worker.ready is None:
                 lines.extend(self._take_output(worker))
         return lines
 
@@ -146,7 +200,13 @@ class Supervisor:
 
     def health(self) -> dict[str, dict]:
         out = {}
-        refs = {w.key: w.actor.health.remote() for w in self.workers.values() if w.ref is not None}
+        self._check_placed()
+        now = time.monotonic()
+        for w in self.workers.values():
+            if w.ref is not None and w.ready is not None:  # asking it would wait until it is placed
+                out[w.key] = {"state": "pending", "pending_s": round(now - w.launched_at, 1),
+                              "placement": w.spec["placement"], "restarts": w.restarts}
+        refs = {w.key: w.actor.health.remote() for w in self.workers.values() if w.ref is not None and w.key not in out}
         for key, ref in refs.items():
             try:
                 out[key] = {**ray.get(ref, timeout=10), "restarts": self.workers[key].restarts}
@@ -186,6 +246,9 @@ class Supervisor:
         if worker.ref is None:
             del self.workers[key]
             return
+        if self._pending(worker):
+            self._drop_pending(worker)
+            return
         worker.actor.stop.remote()
         try:
             ray.get(worker.ref, timeout=timeout)
@@ -197,6 +260,12 @@ class Supervisor:
     def stop(self, timeout: float = 60.0) -> None:
         """Stop every source, wait for each to drain and flush, then end the actors."""
         self.stopping = True
+        starting = [w.ready for w in self.workers.values() if w.ref is not None and w.ready is not None]
+        if starting:  # give those being constructed a moment; those no node has room for never start
+            ray.wait(starting, num_returns=len(starting), timeout=min(5.0, timeout / 4))
+        self._check_placed()
+        for w in [w for w in self.workers.values() if w.ref is not None and w.ready is not None]:
+            self._drop_pending(w)
         for w in self.workers.values():
             if w.ref is not None:
                 w.actor.stop.remote()
@@ -210,3 +279,8 @@ class Supervisor:
                 log.warning("%s did not drain in time: %s", w.key, e)
             self._end(w)
         self.workers.clear()
+
+
+def _asks(placement: dict) -> str:
+    parts = [f", {name} {amount:g}" for name, amount in placement["resources"].items()]
+    return "".join(parts) + (", spread" if placement["spread"] else "")

@@ -6,7 +6,8 @@ reconciles its actors with it. Every record ends as an ``Outcome``: applied, or 
 reason (never with credentials); nothing a record holds can stop the pipeline.
 
 Messages (the signed payload): ``{"op": "add_camera", "camera": {...}}`` (also replaces one with the
-same id; its URL must pass the source policy), ``{"op": "remove_camera", "id": "cam-1"}``,
+same id; its URL must pass the source policy, and it may not name ``credentials``: local secret files
+are the configuration file's), ``{"op": "remove_camera", "id": "cam-1"}``,
 ``{"op": "set_labels", "id": "cam-1", "labels": [...] or "set-name"}``, and ``{"op": "reset"}`` or
 ``{"op": "reset", "id": "cam-1"}``, which drops the control topic's changes (to one camera) so the
 configuration file's version comes back.
@@ -247,6 +248,12 @@ class ControlPlane:
 
     def _check_camera(self, camera: dict) -> None:
         self.policy.check(camera.get("url"))
+        if "credentials" in camera:
+            # They name a local file or environment variable, which the pipeline would read and send
+            # to the camera's host: a remote message must not choose which (the Kafka password, the
+            # Ray token...). Cameras that need them are configured in the file, or carry them in the URL.
+            raise Refused("'credentials' cannot be set through the control topic (they name local secret "
+                          "files or environment variables): configure the camera in the configuration file")
         if camera.get("loop") or camera.get("realtime") is not None:
             raise Refused("'loop' and 'realtime' apply to files, which the control topic cannot add")
 

@@ -12,12 +12,12 @@ and a late "unable to bootstrap". No message here ever contains a password.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import time
 
 from ..schemas.config import KafkaSecurity
+from . import credentials
 from . import kafka_wire as wire
 
 log = logging.getLogger(__name__)
@@ -49,23 +49,11 @@ class Secret(str):
 
 
 def read_secret(file: str | None, env: str | None, what: str) -> str | None:
-    """A secret from a file (trailing newline dropped) or an environment variable; None if neither."""
-    if file:
-        try:
-            with open(file, encoding="utf-8") as f:
-                value = f.read().rstrip("\r\n")
-        except OSError as e:
-            raise KafkaAccessError(f"kafka.security.{what}_file: cannot read {file}: {e.strerror}") from None
-        if not value:
-            raise KafkaAccessError(f"kafka.security.{what}_file: {file} is empty")
-        return value
-    if env:
-        value = os.environ.get(env)
-        if not value:
-            raise KafkaAccessError(f"kafka.security.{what}_env: environment variable {env} is not set "
-                                   "(or empty) in this process")
-        return value
-    return None
+    """A ``kafka.security`` secret (``credentials.read_secret``), unreadable as a KafkaAccessError."""
+    try:
+        return credentials.read_secret(file, env, f"kafka.security.{what}")
+    except credentials.SecretUnavailable as e:
+        raise KafkaAccessError(str(e)) from None
 
 
 def ssl_context(security: KafkaSecurity) -> ssl.SSLContext:

@@ -28,9 +28,11 @@ from urllib.parse import unquote, urlsplit
 
 import av
 
+from ..schemas.config import CameraCredentials
 from ..schemas.frames import SourceFrame
-from ..schemas.urls import ffmpeg_url, source_kind
+from ..schemas.urls import CREDENTIAL_KINDS, ffmpeg_url, source_kind
 from .backoff import Backoff
+from .credentials import camera_url
 from .redact import redact_text, redact_url
 from .rgb import RGBConverter
 from .source_input import POLL_S, Input, Stalled, ThreadedInput
@@ -88,6 +90,7 @@ class VideoSource:
         on_status: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
         max_pixels: int = MAX_SOURCE_PIXELS,
+        credentials: CameraCredentials | None = None,
     ):
         if rtsp_transport not in ("tcp", "udp"):
             raise ValueError(f"rtsp_transport must be 'tcp' or 'udp', got {rtsp_transport!r}")
@@ -97,6 +100,12 @@ class VideoSource:
         self.url = url
         self.redacted_url = redact_url(url)
         self.kind = source_kind(url)
+        if credentials is not None and self.kind not in CREDENTIAL_KINDS:
+            raise ValueError(f"credentials apply to rtsp and http(s) cameras, not to a {self.kind} source")
+        # Read at each connection (a rotated Secret file is used from the next one); the URL that
+        # carries the password lives only in _auth_url, for FFmpeg and for redacting its errors.
+        self.credentials = credentials
+        self._auth_url: str | None = None
         # loop and realtime concern files only; a camera is live and paced by nature.
         self.loop = loop and self.kind == "file"
         self.realtime = (loop if realtime is None else realtime) and self.kind == "file"
@@ -173,7 +182,8 @@ class VideoSource:
             if self._timeline.anchor is None:
                 self._timeline.anchor = self._clock()  # files: wall time at open, kept across loops
             return source
-        fmt, target, options = None, url, {}
+        fmt, target, options = None, camera_url(url, self.credentials, self.camera_id), {}
+        self._auth_url = target if self.credentials is not None else None
         if self.kind == "rtsp":
             # A short analysis: FFmpeg would otherwise buffer ~2 s of frames while it probes.
             options = {"rtsp_transport": self.rtsp_transport, "analyzeduration": "500000"}
@@ -314,7 +324,10 @@ class VideoSource:
     def _reason(self, what: str, error: BaseException) -> str:
         if isinstance(error, av.error.ExitError):  # PyAV's timeout interrupted FFmpeg
             return f"{what}: no answer within {self.open_timeout:g} s"
-        return redact_text(f"{what}: {type(error).__name__}: {error}", self.url)
+        text = f"{what}: {type(error).__name__}: {error}"
+        if self._auth_url is not None:  # FFmpeg's errors quote the URL it was given, password and all
+            text = redact_text(text, self._auth_url)
+        return redact_text(text, self.url)
 
     def _describe(self, reason: str) -> str:
         return f"camera {self.camera_id!r} ({self.redacted_url}): {reason}"

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .urls import REMOTE_SCHEMES, source_kind
+from .urls import CREDENTIAL_KINDS, REMOTE_SCHEMES, has_userinfo, source_kind
 
 
 class _Strict(BaseModel):
@@ -75,6 +75,34 @@ class StreamOptions(_Strict):
     continue_every: int = Field(0, ge=0)  # activity "continue" event every N windows (0: none)
 
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class CameraCredentials(_Strict):
+    """The user name and password a camera asks for (RTSP or HTTP authentication). Like Kafka's, the
+    password is never written here: it is read from ``password_file`` (e.g. a mounted Kubernetes
+    Secret) or the environment variable ``password_env`` each time the camera connects, on the node
+    whose actor opens it, and goes only into the URL handed to FFmpeg (``pipeline.credentials``)."""
+
+    username: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+    password_file: str | None = Field(None, min_length=1)
+    password_env: str | None = Field(None, pattern=_ENV_NAME)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_secrets(cls, data):
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("'password' is not accepted: secrets do not belong in the configuration; "
+                             "name a file (password_file) or an environment variable (password_env) instead")
+        return data
+
+    @model_validator(mode="after")
+    def _one_password(self):
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("give exactly one of password_file or password_env")
+        return self
+
+
 class CameraConfig(_Strict):
     """A camera: rtsp://, rtsps://, http(s):// (MJPEG or HLS), udp://, rtp://, srt://, tcp://,
     rtmp(s):// (live, as clients only), a file path or file://, or a local device
@@ -87,12 +115,25 @@ class CameraConfig(_Strict):
     realtime: bool | None = None  # files: pace at the file's frame rate (default: same as loop)
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     options: StreamOptions | None = None  # overrides of ``defaults``
+    credentials: CameraCredentials | None = None  # rtsp and http(s) cameras; the URL then has none
 
     @field_validator("url")
     @classmethod
     def _openable(cls, url: str) -> str:
         source_kind(url)  # refuses schemes FFmpeg must not be handed, and listening (server) modes
         return url
+
+    @model_validator(mode="after")
+    def _credentials_fit(self):
+        if self.credentials is None:
+            return self
+        kind = source_kind(self.url)
+        if kind not in CREDENTIAL_KINDS:
+            raise ValueError(f"credentials apply to rtsp(s):// and http(s):// cameras, not to a {kind} source")
+        if has_userinfo(self.url):
+            raise ValueError("the URL already carries credentials (user info before '@') and 'credentials' "
+                             "is given too: keep them in 'credentials' only")
+        return self
 
 
 class FrameLimits(_Strict):
@@ -323,9 +364,31 @@ class RayConfig(_Strict):
         return self
 
 
+class PlacementConfig(_Strict):
+    """Where Ray puts the camera actors and Kafka frames members (not the model's replicas: Serve's).
+    ``resources``: custom resources each of them asks for, e.g. ``{xclip_stream: 1}``, so they go only
+    to nodes offering that resource (on Kubernetes, the stream worker group's slots, and an actor
+    that finds no free slot makes Ray's autoscaler add a pod). ``spread``: Ray's SPREAD strategy,
+    across the nodes that fit. The defaults leave placement to Ray, as on one machine."""
+
+    resources: dict[str, float] = {}
+    spread: bool = False
+
+    @field_validator("resources")
+    @classmethod
+    def _custom(cls, resources: dict[str, float]) -> dict[str, float]:
+        for name, amount in resources.items():
+            if not name or name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
+                raise ValueError(f"{name!r} is not a custom resource name (CPU, GPU, memory and node: are Ray's)")
+            if not 0 < amount <= 1000:
+                raise ValueError(f"{name}: {amount} is not an amount in (0, 1000]")
+        return resources
+
+
 class PipelineConfig(_Strict):
     model: ModelConfig
     ray: RayConfig = RayConfig()
+    placement: PlacementConfig = PlacementConfig()
     serve: ServeConfig = ServeConfig()
     kafka: KafkaConfig | None = None  # None: events go to standard output as JSON lines
     defaults: StreamOptions = StreamOptions()

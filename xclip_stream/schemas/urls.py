@@ -30,6 +30,8 @@ _KINDS = {
 # those come only from the configuration file.
 REMOTE_KINDS = ("rtsp", "http", "hls")
 REMOTE_SCHEMES = tuple(scheme for scheme, kind in _KINDS.items() if kind in REMOTE_KINDS)
+# Where a camera's ``credentials`` go into the URL (FFmpeg's RTSP and HTTP authentication).
+CREDENTIAL_KINDS = ("rtsp", "http", "hls")
 # Query options that make FFmpeg wait for a peer instead of connecting out (``listen=0`` is a client).
 _LISTEN_OPTIONS = {"listen", "mode"}
 _CLIENT_VALUES = {"0", "caller", "client"}
@@ -63,6 +65,20 @@ def source_kind(url: str) -> str:
     if kind == "http" and urlsplit(url).path.lower().endswith(".m3u8"):
         return "hls"
     return kind
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether ``url`` carries user info (``user:password@``) before its host, also when a raw "/"
+    in the password cuts the authority short (``rtsp://user:pa/ss@host``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return False
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    authority = head.split("/", 1)[0]
+    if "@" in authority:
+        return True
+    port = authority.rpartition("]")[2].partition(":")[2]
+    return "@" in head and ":" in authority.rpartition("]")[2] and not port.isdigit()
 
 
 def ffmpeg_url(url: str) -> str:

@@ -3,10 +3,14 @@
 It serves a live stream: every client sees the frame that is due *now* on the camera's clock, paced at
 ``fps``. JPEGs are encoded with PyAV's mjpeg encoder, so no imaging library is needed at runtime.
 FFmpeg (and so ``VideoSource``) reads it with its ``mpjpeg`` demuxer, chosen from the Content-Type.
+With ``auth=(user, password)`` it asks for HTTP Basic authentication, as such cameras do, and
+answers 401 to a request without the right credentials.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +78,13 @@ class _StreamHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         cam = self.server
+        if not cam.authorized(self.headers.get("Authorization", "")):
+            cam.refused += 1
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-cache")
@@ -100,12 +111,17 @@ class _CameraServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins the client threads: the camera owns them
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], frames: _JpegFrames, fps: float):
+    def __init__(self, address: tuple[str, int], frames: _JpegFrames, fps: float, auth: tuple[str, str] | None):
         super().__init__(address, _StreamHandler)
         self.frames = frames
         self.fps = fps
+        self.expected = None if auth is None else "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+        self.refused = 0  # requests answered 401
         self.origin = time.monotonic()
         self.stopping = threading.Event()
+
+    def authorized(self, header: str) -> bool:
+        return self.expected is None or hmac.compare_digest(header.encode(), self.expected.encode())
 
     def current_index(self) -> int:
         return int((time.monotonic() - self.origin) * self.fps)
@@ -118,13 +134,14 @@ class MjpegCamera:
     """A live MJPEG HTTP camera on ``127.0.0.1``; frames come from ``frame_fn(index)`` or loop a video."""
 
     def __init__(self, source: FrameFn | str | Path, fps: float = 10.0, port: int | None = None,
-                 host: str = "127.0.0.1", path: str = "/stream.mjpg"):
+                 host: str = "127.0.0.1", path: str = "/stream.mjpg", auth: tuple[str, str] | None = None):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self._source = source
         self.fps = fps
         self.host = host
         self.path = path
+        self.auth = auth
         self._port = port or 0
         self._server: _CameraServer | None = None
         self._thread: threading.Thread | None = None
@@ -135,6 +152,11 @@ class MjpegCamera:
             raise RuntimeError("the camera has no URL before start()")
         return f"http://{self.host}:{self._port}{self.path}"
 
+    @property
+    def refused(self) -> int:
+        """Requests this start answered 401 (Basic authentication missing or wrong)."""
+        return self._server.refused if self._server is not None else 0
+
     def start(self) -> MjpegCamera:
         if self._server is not None:
             return self
@@ -142,7 +164,7 @@ class MjpegCamera:
             frames = _JpegFrames(self._source)
         else:
             frames = _JpegFrames.from_video(Path(self._source))
-        self._server = _CameraServer((self.host, self._port), frames, self.fps)
+        self._server = _CameraServer((self.host, self._port), frames, self.fps, self.auth)
         self._port = self._server.server_address[1]  # keep it: a restart serves the same URL
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="mjpeg-camera", daemon=True
