@@ -260,3 +260,60 @@ def serve_config_errors(text: str) -> list[str]:
                 errors.append(f"serveConfigV2 {dat}.max_ongoing_requests: below args.serve.max_batch_size "
                               f"({batch}): a batch could never fill")
     return errors
+
+
+# --- where the pipeline's actors run -----------------------------------------------------------------
+
+def offered_resources(group: dict, name: str) -> dict[str, int]:
+    """The custom resources a head or worker group's pods offer, parsed as KubeRay's autoscaler
+    parses them (so a malformed ``rayStartParams.resources`` fails here as it would there)."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _get_custom_resources
+
+    return _get_custom_resources(group.get("resources", {}), group.get("rayStartParams", {}), name)
+
+
+def actor_secret_files(config: dict) -> list[str]:
+    """Files the camera actors and Kafka members read on their node: Kafka's, and camera passwords."""
+    security = (config.get("kafka") or {}).get("security", {})
+    files = [security[k] for k in ("ca_file", "cert_file", "key_file", "password_file", "key_password_file")
+             if security.get(k)]
+    return files + [c["credentials"]["password_file"] for c in config.get("cameras", [])
+                    if (c.get("credentials") or {}).get("password_file")]
+
+
+def secret_mounts(pod: dict) -> list[str]:
+    """Mount paths (ending in "/") of the Secret volumes of a pod spec's first container."""
+    secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+    return [m["mountPath"].rstrip("/") + "/" for m in pod["containers"][0].get("volumeMounts", [])
+            if m["name"] in secret_volumes]
+
+
+def actor_placement_errors(service: dict, config: dict) -> list[str]:
+    """The camera actors and Kafka members ask for ``placement.resources``: some worker group must
+    offer them (else they stay pending forever, and the autoscaler has no node type to add), the
+    head must not, and every group they can land on must mount the secret files they read."""
+    cluster = service["spec"]["rayClusterConfig"]
+    wanted = set((config.get("placement") or {}).get("resources", {}))
+    errors, offers = [], {}
+    for where, name, group in [("headGroupSpec", "headgroup", cluster["headGroupSpec"])] + [
+            (f"workerGroupSpecs.{g['groupName']}", g["groupName"], g) for g in cluster.get("workerGroupSpecs", [])]:
+        try:
+            offers[where] = offered_resources(group, name)
+        except Exception as e:  # noqa: BLE001 - the autoscaler's parser: any failure is the finding
+            errors.append(f"{where}.rayStartParams.resources: the autoscaler cannot parse it ({type(e).__name__})")
+            offers[where] = {}
+    hosts = [w for w, offered in offers.items() if wanted <= set(offered)]
+    if "headGroupSpec" in hosts and cluster["headGroupSpec"].get("rayStartParams", {}).get("num-cpus") != "0":
+        errors.append("headGroupSpec: camera and Kafka-member actors could run on the head")
+    workers = [w for w in hosts if w != "headGroupSpec"]
+    if not workers:
+        errors.append(f"placement.resources: no worker group offers {', '.join(sorted(wanted))}: camera and "
+                      "Kafka-member actors would stay pending forever")
+    groups = {f"workerGroupSpecs.{g['groupName']}": g for g in cluster.get("workerGroupSpecs", [])}
+    for where in workers:
+        mounts = secret_mounts(groups[where]["template"]["spec"])
+        for path in actor_secret_files(config):
+            if not any(path.startswith(m) for m in mounts):
+                errors.append(f"{where}: camera and Kafka-member actors can run here, but {path} is not "
+                              "mounted from a Secret")
+    return errors

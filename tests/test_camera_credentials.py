@@ -18,7 +18,7 @@ from xclip_stream.pipeline.control_auth import sign
 from xclip_stream.pipeline.credentials import SecretUnavailable, camera_url
 from xclip_stream.pipeline.kafka_clients import KafkaAccessError, read_secret
 from xclip_stream.pipeline.sources import SourceError, VideoSource
-from xclip_stream.schemas.config import CameraConfig, CameraCredentials, ConfigError, parse_config
+from xclip_stream.schemas.config import CameraCredentials, ConfigError, parse_config
 from xclip_stream.services.mjpeg import MjpegCamera
 
 # Characters that must be percent-encoded in user info, and a space, and non-ASCII.

@@ -63,6 +63,9 @@ def all_errors(docs: list[dict]) -> list[str]:
                 parse_config(yaml.safe_load(doc["data"]["pipeline.yaml"]), "ConfigMap pipeline.yaml")
             except ConfigError as e:
                 errors.append(str(e))
+    services = [d for d in docs if d["kind"] == "RayService"]
+    if services and any(d["kind"] == "ConfigMap" and d["metadata"]["name"] == "xclip-stream-pipeline" for d in docs):
+        errors += k8s.actor_placement_errors(services[0], pipeline_config(docs))
     return errors
 
 
@@ -90,8 +93,13 @@ def test_rayservice_shape(rendered):
     assert set(deployment["autoscaling_config"]) >= {"min_replicas", "max_replicas", "target_ongoing_requests"}
     # replicas go to the replica group only: they ask for a resource only its pods offer
     assert deployment["ray_actor_options"]["resources"] == {"xclip_replica": 1}
-    assert "xclip_replica" in groups["replicas"]["rayStartParams"]["resources"]
-    assert "resources" not in groups["streams"]["rayStartParams"]
+    offered = {name: k8s.offered_resources(g, name) for name, g in groups.items()}
+    assert offered["replicas"].get("xclip_replica", 0) >= 1 and "xclip_replica" not in offered["streams"]
+    # camera actors and Kafka members go to the stream group only: they ask for its slots
+    slots = parse_config(pipeline_config(rendered)).placement.resources
+    assert slots and all(offered["streams"].get(name, 0) >= amount for name, amount in slots.items())
+    assert not set(slots) & (set(offered["replicas"]) | set(k8s.offered_resources(cluster["headGroupSpec"], "head")))
+    assert k8s.actor_placement_errors(service, pipeline_config(rendered)) == []
     # stream pods host no Serve proxy: their readiness must not wait for one
     stream_probe = groups["streams"]["template"]["spec"]["containers"][0]["readinessProbe"]
     assert stream_probe["httpGet"]["port"] != 8000
@@ -129,24 +137,28 @@ def test_driver_and_model_application_agree(rendered):
 
 
 def test_secrets_are_mounted_never_in_the_configmap(rendered):
-    """Every secret file the pipeline configuration names lies in a Secret mounted where it is read
-    (the driver; the stream workers, whose actors make Kafka clients); the ConfigMap holds no
-    credential; every Secret referenced is one the README tells operators to create."""
+    """Every secret file the pipeline configuration names lies in a Secret mounted where it is read:
+    the driver (Kafka, control topic); the stream workers, whose actors make Kafka clients and open
+    the cameras (Kafka, camera passwords), and which are the only pods those actors can land on
+    (their placement slots). The ConfigMap holds no credential; every Secret referenced is one the
+    README tells operators to create."""
     config = pipeline_config(rendered)
     text = one(rendered, "ConfigMap", "xclip-stream-pipeline")["data"]["pipeline.yaml"]
     assert not re.search(r"://[^/\s@]+:[^/\s@]+@", text), "a URL with credentials in the ConfigMap"
-    files = [config["kafka"]["security"][k] for k in ("ca_file", "password_file", "cert_file", "key_file")
-             if config["kafka"]["security"].get(k)]
-    files.append(config["control"]["secret_file"])
+    kafka_files = [config["kafka"]["security"][k] for k in ("ca_file", "password_file", "cert_file", "key_file")
+                   if config["kafka"]["security"].get(k)]
+    camera_files = [c["credentials"]["password_file"] for c in config["cameras"] if "credentials" in c]
+    assert camera_files, "pipeline.yaml's example camera shows credentials from a Secret"
+    assert set(k8s.actor_secret_files(config)) == set(kafka_files + camera_files)
     driver = one(rendered, "Deployment", "xclip-stream-driver")["spec"]["template"]["spec"]
     groups = {g["groupName"]: g for g in one(rendered, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
-    for pod, needed in ((driver, files), (groups["streams"]["template"]["spec"],
-                                          [f for f in files if "/kafka/" in f])):
-        secret_volumes = {v["name"] for v in pod["volumes"] if "secret" in v}
-        mounts = [m["mountPath"].rstrip("/") + "/" for m in pod["containers"][0]["volumeMounts"]
-                  if m["name"] in secret_volumes]
+    for pod, needed in ((driver, kafka_files + [config["control"]["secret_file"]]),
+                        (groups["streams"]["template"]["spec"], kafka_files + camera_files)):
+        mounts = k8s.secret_mounts(pod)
         for path in needed:
             assert path.startswith(SECRET_ROOT) and any(path.startswith(m) for m in mounts), path
+    # the driver never opens a camera: camera passwords are not mounted there
+    assert not any(f.startswith(m) for f in camera_files for m in k8s.secret_mounts(driver))
     referenced = set()
     for doc in rendered:
         text = yaml.safe_dump(doc)
@@ -259,6 +271,23 @@ BROKEN = {
     "pipeline config typo": ("ConfigMap", _pipeline(lambda c: c["defaults"].update(sample_fpss=4)), "sample_fpss"),
     "password in the pipeline config": ("ConfigMap", _pipeline(lambda c: c["kafka"]["security"].update(
         password="hunter2")), "secrets do not belong"),
+    "camera password in the pipeline config": ("ConfigMap", _pipeline(lambda c: c["cameras"][0]["credentials"].update(
+        password="hunter2")), "secrets do not belong"),
+    "camera credentials and a URL with its own": ("ConfigMap", _pipeline(lambda c: c["cameras"][0].update(
+        url="rtsp://viewer:x@cam.example/s")), "already carries credentials"),
+    "stream slots removed": ("RayService", lambda s: _group(s, "streams")["rayStartParams"].pop("resources"),
+                             "no worker group offers xclip_stream"),
+    "stream slots malformed": ("RayService", lambda s: _group(s, "streams")["rayStartParams"].update(
+        resources='{"xclip_stream": 8}'), "autoscaler cannot parse"),
+    "placement slot misspelt": ("ConfigMap", _pipeline(lambda c: c["placement"].update(
+        resources={"xclip_streams": 1})), "no worker group offers xclip_streams"),
+    "camera slots on the replica pods": ("RayService", lambda s: _group(s, "replicas")["rayStartParams"].update(
+        resources='"{\\"xclip_replica\\": 2, \\"xclip_stream\\": 8}"'),
+        "workerGroupSpecs.replicas: camera and Kafka-member actors can run here"),
+    "camera secret not mounted on the stream pods": ("RayService", lambda s: _group(s, "streams")["template"]["spec"][
+        "containers"][0]["volumeMounts"].pop(), "/cameras/lobby is not mounted"),
+    "no placement: actors may land on replica pods": ("ConfigMap", _pipeline(lambda c: c.pop("placement")),
+                                                      "workerGroupSpecs.replicas: camera and Kafka-member"),
     "deployment field typo": ("Deployment", lambda d: d["spec"].update(replica=1), "replica"),
     "deployment wrong type": ("Deployment", lambda d: d["spec"].update(replicas="one"), "replicas"),
     "budget field typo": ("PodDisruptionBudget", lambda d: d["spec"].update(maxUnavailabe=1), "maxUnavailabe"),
