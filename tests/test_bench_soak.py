@@ -27,7 +27,7 @@ def test_growth_compares_the_first_and_last_minute_after_warm_up():
 def test_short_soak_loses_no_event(tmp_path):
     bench = load_bench("soak")
     out = tmp_path / "soak.json"
-    code = bench.main(["--minutes", "0.3", "--warmup", "0", "--interval", "2", "--cameras", "1",
+    code = bench.main(["--minutes", "0.15", "--warmup", "0", "--interval", "2", "--cameras", "1",
                        "--max-growth", "10", "--out", str(out)])
     report = json.loads(out.read_text())
     sources = {r["source"]: r for r in report["sources"]}
