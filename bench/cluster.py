@@ -1,0 +1,287 @@
+"""Cluster bench: the gpu overlay's configuration run for real on a multi-node Ray cluster.
+
+    .venv/bin/python bench/cluster.py [--only core,load_rise,streams_node_lost] [--flow 20] [--out FILE]
+
+Each scenario renders ``k8s/overlays/gpu``, starts a local autoscaling Ray cluster whose node types
+are the RayService's worker groups (bench/local_rayservice.py: head with 0 CPUs, ``streams`` nodes
+offering 8 ``xclip_stream`` slots, ``replicas`` nodes offering ``xclip_replica`` and a GPU), deploys
+its serveConfigV2 as KubeRay does, and runs the driver (``xclip-stream run``, ``serve.deploy:
+false``) with the ConfigMap's pipeline.yaml rewritten for this machine (LOCAL_CHANGES) against the
+bench rig of bench/faults.py: a Tansu broker, live cameras (RTSP when gst-rtsp-server is installed,
+HTTP MJPEG, a looped file) and a frames topic two cameras publish to. Windows are counted from the
+events topic as in bench/fault_accounting.py.
+
+- core: cameras start; the autoscaler adds a stream node for the actors' slots (none at start);
+  windows flow, scored by the replica on a replica node; nothing lost.
+- load_rise: then cameras added through the signed control topic, beyond one stream node's 8 slots:
+  the autoscaler adds a stream node; they are removed again and the idle node goes.
+- streams_node_lost: then the stream node holding the most actors loses its raylet (SIGTERM, as a
+  pod's preStop ``ray stop``): its cameras and members come back on another node; measured.
+
+Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when a scenario lost a
+window, failed, or a camera stayed silent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from decode import machine, write_json  # noqa: E402
+from fault_accounting import (  # noqa: E402
+    EVENTS_TOPIC,
+    FRAMES_TOPIC,
+    TOPIC_PARTITIONS,
+    account,
+    committed_seqs,
+    wait_caught_up,
+)
+from faults import Publisher, Reader, Rig  # noqa: E402
+from local_rayservice import LOCAL_CHANGES, Driver, LocalRayService, load_shipped, local_pipeline, local_serve_config  # noqa: E402
+
+STARTUP_LIMIT_S = 240.0
+PIPELINE_ACTORS = ("CameraActor", "KafkaFramesActor")
+
+
+class Watch:
+    """Samples the cluster while a scenario waits: node counts by type and Serve replicas, with the
+    seconds since the scenario began at which each count was first seen."""
+
+    def __init__(self, service: LocalRayService):
+        self.service, self.began = service, time.monotonic()
+        self.timeline: list[dict] = []
+        self.firsts: dict[str, float] = {}
+
+    def sample(self) -> dict:
+        nodes = Counter(self.service.nodes().values())
+        replicas = sum(1 for a in self.service.actors() if "XCLIPReplica" in a["class"])
+        at = round(time.monotonic() - self.began, 1)
+        point = {"t": at, **{k: nodes.get(k, 0) for k in ("head", "streams", "replicas")}, "serve_replicas": replicas}
+        if not self.timeline or {k: v for k, v in point.items() if k != "t"} != {
+                k: v for k, v in self.timeline[-1].items() if k != "t"}:
+            self.timeline.append(point)
+        for key in ("streams", "replicas", "serve_replicas"):
+            self.firsts.setdefault(f"{key}>={point[key]}", at)
+        return point
+
+    def wait(self, seconds: float, until=None, every: float = 1.0) -> bool:
+        """Sample for ``seconds``, or until ``until()`` holds (True then)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.sample()
+            if until is not None and until():
+                return True
+            time.sleep(every)
+        return False
+
+    def at(self) -> float:
+        return round(time.monotonic() - self.began, 1)
+
+
+def placement(service: LocalRayService) -> dict[str, list[str]]:
+    """Node type -> the pipeline's actors and Serve replicas on it ("Class name")."""
+    out: dict[str, list[str]] = {}
+    for a in service.actors():
+        if a["class"] in PIPELINE_ACTORS or "XCLIPReplica" in a["class"]:
+            out.setdefault(a["node"], []).append(f"{a['class']} {a['name']}".strip())
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _cameras(rig: Rig, urls: dict[str, str]) -> dict[str, dict]:
+    files = {c.id for c in rig._planned if c.transport == "file"}
+    return {cid: {"url": urls[cid], **({"loop": True} if cid in files else {})} for cid in urls}
+
+
+def _send_control(bootstrap: str, topic: str, secret: bytes, messages: list[dict]) -> None:
+    from kafka import KafkaProducer
+
+    from xclip_stream.pipeline.control_auth import sign
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for message in messages:
+            producer.send(topic, value=sign(message, secret)).get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+def _raylet_of(service: LocalRayService, node_id: str) -> int:
+    import ray
+
+    port = next(n["NodeManagerPort"] for n in ray.nodes() if n["NodeID"] == node_id)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if args and args[0].endswith(b"raylet") and f"--node_manager_port={port}".encode() in args:
+                return int(entry)
+    raise LookupError(f"no raylet process for node {node_id} (port {port})")
+
+
+# -- scenario steps after the core's steady state ----------------------------------------------------
+def load_rise(ctx: dict, watch: Watch, extra: int = 4, hold_s: float = 40.0, idle_s: float = 60.0) -> dict:
+    """``extra`` cameras added through the control topic (more actors than one stream node's slots),
+    held ``hold_s``, removed; then up to ``idle_s`` for the idle stream node to go."""
+    mjpeg = next(url for cid, url in ctx["urls"].items() if cid.startswith("mjpeg"))
+    ids = [f"added-cam-{i + 1}" for i in range(extra)]
+    began = watch.at()
+    _send_control(ctx["bootstrap"], ctx["control_topic"], ctx["secret"],
+                  [{"op": "add_camera", "camera": {"id": cid, "url": mjpeg}} for cid in ids])
+    streams_before = watch.sample()["streams"]
+    grew = watch.wait(hold_s, lambda: watch.timeline[-1]["streams"] > streams_before)
+    grew_s = round(watch.at() - began, 1) if grew else None
+    watch.wait(max(0.0, hold_s - (watch.at() - began)))
+    running = placement(ctx["service"])
+    _send_control(ctx["bootstrap"], ctx["control_topic"], ctx["secret"],
+                  [{"op": "remove_camera", "id": cid} for cid in ids])
+    removed_at = watch.at()
+    shrank = watch.wait(idle_s, lambda: watch.timeline[-1]["streams"] <= streams_before)
+    return {"added": ids, "stream_node_added_s": grew_s, "placement_with_added": running,
+            "stream_node_removed_s": round(watch.at() - removed_at, 1) if shrank else None}
+
+
+def streams_node_lost(ctx: dict, watch: Watch, limit_s: float = 120.0) -> dict:
+    """The stream node with the most pipeline actors loses its raylet; seconds until every pipeline
+    actor runs again (on another node)."""
+    service = ctx["service"]
+    actors = [a for a in service.actors() if a["class"] in PIPELINE_ACTORS]
+    victim = Counter(a["node_id"] for a in actors).most_common(1)[0][0]
+    lost = sorted(a["name"] for a in actors if a["node_id"] == victim)
+    pid = _raylet_of(service, victim)
+    began = watch.at()
+    os.kill(pid, signal.SIGTERM)
+
+    def back() -> bool:
+        now = [a for a in service.actors() if a["class"] in PIPELINE_ACTORS]
+        return len(now) >= len(actors) and all(a["node_id"] != victim for a in now)
+
+    recovered = watch.wait(limit_s, back)
+    return {"node_lost": victim[:12], "actors_on_it": lost, "recovered_s": round(watch.at() - began, 1) if recovered
+            else None, "placement_after": placement(service)}
+
+
+STEPS = {"core": None, "load_rise": load_rise, "streams_node_lost": streams_node_lost}
+
+
+# -- one scenario ----------------------------------------------------------------------------------
+def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_timeout_s: float | None = None,
+                 work: Path | None = None) -> dict:
+    """The core scenario, then the step ``name`` (if not "core"), then the drain and the accounting."""
+    started = time.monotonic()
+    result: dict = {"scenario": name, "error": "", "local_changes": LOCAL_CHANGES}
+    shipped = load_shipped()
+    with contextlib.ExitStack() as stack:
+        work = work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"xclip-cluster-{name}-")))
+        rig = Rig(work)
+        urls = stack.enter_context(rig.services())
+        bootstrap = rig.broker.bootstrap
+        service = stack.enter_context(LocalRayService(shipped, work, idle_timeout_s))
+        watch = Watch(service)
+        result["head_up_s"] = watch.at()
+        result["nodes_at_start"] = watch.sample()
+        service.deploy(local_serve_config(shipped.serve))
+        from xclip_stream.pipeline.kafka_clients import create_topics
+
+        create_topics(bootstrap, {FRAMES_TOPIC: TOPIC_PARTITIONS})
+        secret = secrets.token_hex(32).encode()
+        (work / "control-secret").write_bytes(secret)
+        pipeline = local_pipeline(shipped.pipeline, bootstrap, _cameras(rig, urls), work / "control-secret",
+                                  {"events_topic": EVENTS_TOPIC, "frames": FRAMES_TOPIC})
+        if name == "load_rise":  # the added cameras are this machine's: loopback must be allowed
+            pipeline["control"]["source_policy"]["hosts"] = ["127.0.0.1/32"]
+        publishing = threading.Event()
+        publisher, reader = Publisher(bootstrap, publishing), Reader(bootstrap)
+        reader.thread.start()
+        driver = stack.enter_context(Driver(work, pipeline, service.address))
+        try:
+            if not watch.wait(STARTUP_LIMIT_S, lambda: bool(reader.events) or driver.proc.poll() is not None):
+                raise RuntimeError(f"no event within {STARTUP_LIMIT_S:g} s")
+            if driver.proc.poll() is not None:
+                raise RuntimeError(f"the driver exited with {driver.proc.returncode}")
+            result["first_event_s"] = watch.at()
+            publisher.thread.start()
+            watch.wait(flow_s)
+            result["placement"] = placement(service)
+            step = STEPS[name]
+            if step is not None:
+                ctx = {"service": service, "bootstrap": bootstrap, "urls": urls, "secret": secret,
+                       "control_topic": pipeline["kafka"]["control_topic"]}
+                result[name] = step(ctx, watch)
+                watch.wait(flow_s / 2)
+            publishing.set()
+            publisher.thread.join(timeout=30)
+            result["caught_up_s"] = wait_caught_up(bootstrap, publisher.cameras, drain_s)
+        except Exception as e:  # noqa: BLE001 - reported in the table and the JSON
+            result["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            publishing.set()
+            result["driver_exit"] = driver.stop(drain_s)
+            result["driver_log_tail"] = driver.log_tail(2000)
+            reader.done.set()
+            reader.thread.join(timeout=60)
+            if publisher.thread.ident is not None:
+                publisher.thread.join(timeout=30)
+            committed, partitions = committed_seqs(bootstrap, publisher.cameras)
+        result["timeline"], result["firsts"] = watch.timeline, watch.firsts
+    cameras = account(reader.events, publisher.published, publisher.gaps, committed, list(rig.cameras))
+    result.update({"cameras": cameras, "partitions": partitions,
+                   "windows": sum(r["windows"] for r in cameras.values()),
+                   "duplicates": sum(r["duplicates"] for r in cameras.values()),
+                   "lost": sum(r["lost"] for r in cameras.values()),
+                   "silent": sorted(c for c, r in cameras.items() if not r["windows"]),
+                   "seconds": round(time.monotonic() - started, 1)})
+    return result
+
+
+def failed(r: dict) -> bool:
+    return bool(r["error"] or r["lost"] or r["silent"] or r.get("caught_up_s") is None or r.get("driver_exit") != 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help=f"comma-separated scenarios (default: all of {', '.join(STEPS)})")
+    parser.add_argument("--flow", type=float, default=20.0, help="seconds of flow before and after each step")
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to commit the whole frames topic")
+    parser.add_argument("--idle-timeout", type=float, default=20.0,
+                        help="seconds an idle node lives (the RayService says 120; shorter here, to see one go)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster.json")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(STEPS)
+    unknown = set(names) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(STEPS)}")
+    results = []
+    for name in names:
+        print(f"cluster: {name} ...", file=sys.stderr, flush=True)
+        results.append(run_scenario(name, args.flow, args.drain, args.idle_timeout))
+    print(f"\n{'scenario':<20} {'windows':>8} {'dupes':>6} {'lost':>5} {'1st event':>9} {'caught up':>9}  "
+          "step / error")
+    for r in results:
+        caught = "never" if r.get("caught_up_s") is None else f"{r['caught_up_s']:g} s"
+        step = r.get(r["scenario"], {})
+        print(f"{r['scenario']:<20} {r['windows']:>8} {r['duplicates']:>6} {r['lost']:>5} "
+              f"{r.get('first_event_s', '-'):>9} {caught:>9}  {r['error'] or step}")
+    bad = [r["scenario"] for r in results if failed(r)]
+    write_json(args.out, {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                          "scenarios": results, "failed": bad})
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Issue 16, part 4, the core: the gpu overlay's RayService and pipeline configuration run for real
+on a multi-node Ray cluster whose node types are its worker groups (bench/cluster.py, scenario
+"core"; bench/local_rayservice.py lists what is changed for one machine). The slow scenarios (load
+rising through the control topic, a stream node lost) are in the bench."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.benches import load_bench
+
+
+def test_node_types_are_the_worker_groups_as_kuberays_autoscaler_reads_them():
+    """No Ray needed: the rendered RayService through Ray's KubeRay translation, with the local
+    changes only. The replica asks for what only the replica nodes offer, camera actors for what
+    only the stream nodes offer, and the head offers no CPU."""
+    local = load_bench("local_rayservice")
+    shipped = local.load_shipped()
+    types = local.autoscaling_config(shipped.service, "127.0.0.1:1")["available_node_types"]
+    assert set(types) == {"ray.head.default", "streams", "replicas"}
+    head, streams, replicas = (types[k]["resources"] for k in ("ray.head.default", "streams", "replicas"))
+    assert head["CPU"] == 0 and not {"xclip_stream", "xclip_replica", "GPU"} & set(head)
+    assert streams["xclip_stream"] == 8 and not {"xclip_replica", "GPU"} & set(streams)
+    assert replicas["xclip_replica"] == 1 and replicas["GPU"] == 1 and "xclip_stream" not in replicas
+    assert types["streams"]["min_workers"] == 0 and types["replicas"]["min_workers"] == 1
+    asks = shipped.serve["applications"][0]["deployments"][0]["ray_actor_options"]
+    assert asks["num_gpus"] == 1 and asks["resources"] == {"xclip_replica": 1}
+    assert asks["num_cpus"] <= replicas["CPU"]
+    assert shipped.pipeline["placement"]["resources"] == {"xclip_stream": 1}
+    # the local pipeline keeps the shipped structure: members, group, placement, serve.deploy false
+    pipeline = local.local_pipeline(shipped.pipeline, "127.0.0.1:9", {"cam": {"url": "/dev/null"}},
+                                    "/tmp/secret", {"frames": "f"})
+    assert pipeline["kafka"]["frames"] == [{**shipped.pipeline["kafka"]["frames"][0], "topic": "f"}]
+    assert {k: pipeline[k] for k in ("placement", "serve", "model", "labels", "defaults")} == {
+        k: shipped.pipeline[k] for k in ("placement", "serve", "model", "labels", "defaults")}
+    assert "security" not in pipeline["kafka"] and "password" not in yaml.safe_dump(pipeline)
+
+
+def test_the_shipped_configuration_runs_on_an_autoscaling_cluster(tmp_path):
+    """Cameras start with no stream node: the autoscaler adds one for their slots; windows from live
+    cameras and from the frames topic (two members) are scored by the replica on a replica node;
+    nothing is lost, the topic is committed to its end, and the driver exits cleanly."""
+    cluster = load_bench("cluster")
+    r = cluster.run_scenario("core", flow_s=8.0, drain_s=30.0, work=tmp_path)
+    assert not r["error"], f"{r['error']}\n--- driver log ---\n{r['driver_log_tail']}"
+    assert r["nodes_at_start"]["streams"] == 0 and "streams>=1" in r["firsts"], r["timeline"]
+    placed = r["placement"]
+    assert set(placed) == {"streams", "replicas"}, placed  # nothing on the head
+    assert placed["replicas"] and all("XCLIPReplica" in a for a in placed["replicas"]), placed
+    kinds = [a.split()[0] for a in placed["streams"]]
+    assert kinds.count("KafkaFramesActor") == 2 and kinds.count("CameraActor") == len(r["cameras"]) - 2, placed
+    assert r["silent"] == [] and r["lost"] == 0, r["cameras"]
+    assert r["caught_up_s"] is not None and r["driver_exit"] == 0, r["driver_log_tail"]
