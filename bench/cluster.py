@@ -50,7 +50,14 @@ from fault_accounting import (  # noqa: E402
     wait_caught_up,
 )
 from faults import Publisher, Reader, Rig  # noqa: E402
-from local_rayservice import LOCAL_CHANGES, Driver, LocalRayService, load_shipped, local_pipeline, local_serve_config  # noqa: E402
+from local_rayservice import (  # noqa: E402
+    LOCAL_CHANGES,
+    Driver,
+    LocalRayService,
+    load_shipped,
+    local_pipeline,
+    local_serve_config,
+)
 
 STARTUP_LIMIT_S = 240.0
 PIPELINE_ACTORS = ("CameraActor", "KafkaFramesActor")
@@ -207,14 +214,17 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             pipeline["control"]["source_policy"]["hosts"] = ["127.0.0.1/32"]
         publishing = threading.Event()
         publisher, reader = Publisher(bootstrap, publishing), Reader(bootstrap)
-        reader.thread.start()
         driver = stack.enter_context(Driver(work, pipeline, service.address))
+        reader.thread.start()
         try:
-            if not watch.wait(STARTUP_LIMIT_S, lambda: bool(reader.events) or driver.proc.poll() is not None):
-                raise RuntimeError(f"no event within {STARTUP_LIMIT_S:g} s")
+            def scored() -> bool:
+                return any(e.get("event_type") == "xclip.window.scores" for e in reader.events[-50:])
+
+            if not watch.wait(STARTUP_LIMIT_S, lambda: scored() or driver.proc.poll() is not None):
+                raise RuntimeError(f"no window scored within {STARTUP_LIMIT_S:g} s")
             if driver.proc.poll() is not None:
                 raise RuntimeError(f"the driver exited with {driver.proc.returncode}")
-            result["first_event_s"] = watch.at()
+            result["first_window_s"] = watch.at()
             publisher.thread.start()
             watch.wait(flow_s)
             result["placement"] = placement(service)
@@ -270,13 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"cluster: {name} ...", file=sys.stderr, flush=True)
         results.append(run_scenario(name, args.flow, args.drain, args.idle_timeout))
-    print(f"\n{'scenario':<20} {'windows':>8} {'dupes':>6} {'lost':>5} {'1st event':>9} {'caught up':>9}  "
+    print(f"\n{'scenario':<20} {'windows':>8} {'dupes':>6} {'lost':>5} {'1st window':>10} {'caught up':>9}  "
           "step / error")
     for r in results:
         caught = "never" if r.get("caught_up_s") is None else f"{r['caught_up_s']:g} s"
         step = r.get(r["scenario"], {})
         print(f"{r['scenario']:<20} {r['windows']:>8} {r['duplicates']:>6} {r['lost']:>5} "
-              f"{r.get('first_event_s', '-'):>9} {caught:>9}  {r['error'] or step}")
+              f"{r.get('first_window_s', '-'):>10} {caught:>9}  {r['error'] or step}")
     bad = [r["scenario"] for r in results if failed(r)]
     write_json(args.out, {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                           "scenarios": results, "failed": bad})

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from soak import _children  # noqa: E402 - /proc parent ids
+
 from tests.k8s_checks import render  # noqa: E402 - kubectl kustomize, as the manifest tests render it
 
 OVERLAY = REPO / "k8s" / "overlays" / "gpu"
@@ -202,8 +203,9 @@ def _make_autoscaling_cluster_class():
             finally:
                 if saved is not None:
                     os.environ["RAY_ADDRESS"] = saved
-            if not self.head.wait_until(lambda: _port_open(self.port), 60):
-                raise self.head.failed("the Ray head did not start")
+            log = self.work / "ray-head.log"  # its banner comes once every head process runs
+            if not self.head.wait_until(lambda: "Ray runtime started" in log.read_text(errors="replace"), 90, 0.5):
+                raise RuntimeError(f"the Ray head did not start; {log}:\n{log.read_text(errors='replace')[-3000:]}")
 
         def shutdown(self):
             """SIGTERM every process of this cluster (the head's tree, and anything naming its temp
@@ -228,14 +230,6 @@ def _make_autoscaling_cluster_class():
     return LocalAutoscalingCluster
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -257,8 +251,9 @@ class LocalRayService:
         import ray
 
         from xclip_stream.actors import ray_env
+        from xclip_stream.schemas.config import RayConfig
 
-        ray_env.set_defaults()
+        ray_env.apply(RayConfig())  # loopback, also when Ray was imported first (pytest): 127.0.0.1 stays so
         try:
             self.cluster.start()
             ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)

@@ -133,6 +133,8 @@ def run_pipeline(
             retry(lambda: check_access(kafka.bootstrap, kafka.security, kafka.connect_timeout_s), where, stop,
                   (KafkaUnreachable,))
         started_ray = init_ray(ray_address, log_to_driver, config.ray)
+        # ray.init replaced SIGTERM's handler with one that exits at once (no drain): ours again
+        _install_signal_handlers(stop)
         if kafka:
             unreachable = kafka_unreachable_errors()
             retry(lambda: create_topics(kafka.bootstrap, {kafka.events_topic: 4, kafka.dead_letter_topic: 1},
