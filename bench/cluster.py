@@ -125,20 +125,21 @@ def _send_control(bootstrap: str, topic: str, secret: bytes, messages: list[dict
         producer.close(timeout=5)
 
 
-def _raylet_of(service: LocalRayService, node_id: str) -> int:
-    import ray
-
-    port = next(n["NodeManagerPort"] for n in ray.nodes() if n["NodeID"] == node_id)
+def _raylet_of(node_id: str) -> int:
+    """The raylet of a fake node: the fake provider starts it with the node's id in its environment."""
+    mark = f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node_id}".encode()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    args = f.read().split(b"\0")
+                    first = f.read().split(b"\0")[0]
+                if first.endswith(b"/raylet"):
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if mark in f.read().split(b"\0"):
+                            return int(entry)
             except OSError:
                 continue
-            if args and args[0].endswith(b"raylet") and f"--node_manager_port={port}".encode() in args:
-                return int(entry)
-    raise LookupError(f"no raylet process for node {node_id} (port {port})")
+    raise LookupError(f"no raylet process for node {node_id}")
 
 
 # -- scenario steps after the core's steady state ----------------------------------------------------
@@ -170,7 +171,7 @@ def streams_node_lost(ctx: dict, watch: Watch, limit_s: float = 120.0) -> dict:
     actors = [a for a in service.actors() if a["class"] in PIPELINE_ACTORS]
     victim = Counter(a["node_id"] for a in actors).most_common(1)[0][0]
     lost = sorted(a["name"] for a in actors if a["node_id"] == victim)
-    pid = _raylet_of(service, victim)
+    pid = _raylet_of(victim)
     began = watch.at()
     os.kill(pid, signal.SIGTERM)
 
