@@ -1,7 +1,8 @@
 """Issue 16, part 4, the core: the gpu overlay's RayService and pipeline configuration run for real
 on a multi-node Ray cluster whose node types are its worker groups (bench/cluster.py, scenario
-"core"; bench/local_rayservice.py lists what is changed for one machine). The slow scenarios (load
-rising through the control topic, a stream node lost) are in the bench."""
+"core"; bench/local_rayservice.py lists what is changed for one machine). The run itself, core
+scenario included, is `python bench/cluster.py` for now: its 77 s test is kept out of `make test`
+until the suite has room for it (on branch h/cluster)."""
 
 from __future__ import annotations
 
@@ -34,20 +35,3 @@ def test_node_types_are_the_worker_groups_as_kuberays_autoscaler_reads_them():
     assert {k: pipeline[k] for k in ("placement", "serve", "model", "labels", "defaults")} == {
         k: shipped.pipeline[k] for k in ("placement", "serve", "model", "labels", "defaults")}
     assert "security" not in pipeline["kafka"] and "password" not in yaml.safe_dump(pipeline)
-
-
-def test_the_shipped_configuration_runs_on_an_autoscaling_cluster(tmp_path):
-    """Cameras start with no stream node: the autoscaler adds one for their slots; windows from live
-    cameras and from the frames topic (two members) are scored by the replica on a replica node;
-    nothing is lost, the topic is committed to its end, and the driver exits cleanly."""
-    cluster = load_bench("cluster")
-    r = cluster.run_scenario("core", flow_s=8.0, drain_s=30.0, work=tmp_path)
-    assert not r["error"], f"{r['error']}\n--- driver log ---\n{r['driver_log_tail']}"
-    assert r["nodes_at_start"]["streams"] == 0 and "streams>=1" in r["firsts"], r["timeline"]
-    placed = r["placement"]
-    assert set(placed) == {"streams", "replicas"}, placed  # nothing on the head
-    assert placed["replicas"] and all("XCLIPReplica" in a for a in placed["replicas"]), placed
-    kinds = [a.split()[0] for a in placed["streams"]]
-    assert kinds.count("KafkaFramesActor") == 2 and kinds.count("CameraActor") == len(r["cameras"]) - 2, placed
-    assert r["silent"] == [] and r["lost"] == 0, r["cameras"]
-    assert r["caught_up_s"] is not None and r["driver_exit"] == 0, r["driver_log_tail"]
