@@ -21,7 +21,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=20
 
 bench: $(STAMP) system-deps
 	$(PY) bench/pipeline.py

@@ -8,8 +8,11 @@ pip into the repo's git-ignored ``.cache/open_clip`` and reused afterwards. No m
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -21,6 +24,28 @@ from xclip_stream.model.tokenizer import clip_vocab_from_bpe, write_vocab_files
 pytest_plugins = ["tests.camera_fixtures", "tests.kafka_fixtures", "tests.kafka_security_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# `make test` runs two pytest-xdist workers (--dist loadgroup). The tests that start a Ray cluster
+# run one after another on one worker (a 2-core machine holds one pipeline at the timing its tests
+# expect); the rest run on the other worker beside them, with one torch thread each.
+RAY_MODULES = {
+    "test_pipeline", "test_pipeline_faults", "test_pipeline_security", "test_replica_faults",
+    "test_frames_hardening", "test_camera_credentials", "test_placement", "test_cli_run", "test_demo",
+    "test_bench_soak", "test_ray_network", "test_cluster", "test_delivery", "test_kafka_security",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES or "ray_session" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 
@@ -30,6 +55,8 @@ def _open_clip_wheel() -> Path:
     if wheels:
         return wheels[-1]
     OPEN_CLIP_CACHE.mkdir(parents=True, exist_ok=True)
+    # Downloaded aside, then renamed in: the suite's workers may fetch it at the same time.
+    staging = Path(tempfile.mkdtemp(dir=OPEN_CLIP_CACHE, prefix=".download-"))
     cmd = [
         sys.executable,
         "-m",
@@ -39,9 +66,12 @@ def _open_clip_wheel() -> Path:
         "--only-binary=:all:",
         "open-clip-torch",
         "-d",
-        str(OPEN_CLIP_CACHE),
+        str(staging),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for wheel in staging.glob("open_clip_torch-*.whl"):
+        os.replace(wheel, OPEN_CLIP_CACHE / wheel.name)
+    shutil.rmtree(staging, ignore_errors=True)
     wheels = sorted(OPEN_CLIP_CACHE.glob("open_clip_torch-*.whl"))
     if proc.returncode != 0 or not wheels:
         pytest.fail(

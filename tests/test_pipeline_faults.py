@@ -91,8 +91,9 @@ def test_two_members_through_rebalances_lose_no_window(ray_session, tiny_checkpo
         time.sleep(3)  # its join (about half the session timeout) and the rebalance that follows
         produce(kafka_bootstrap, frames_topic, cameras, range(64, 94))  # frames 92 and 93 make no window
         events = reader.read_until(windows_up_to(88, cameras), timeout=120, what="windows after it rejoined")
-        # Idle cameras release the frames left in their rings: the group commits to the end.
-        deadline = time.monotonic() + 30
+        # Idle cameras release the frames left in their rings: the group commits to the end
+        # (slower when the machine is busy: the wait ends as soon as it has).
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and sorted(committed(kafka_bootstrap, kafka_topic).values()) != [94] * 4:
             time.sleep(1)
         offsets = committed(kafka_bootstrap, kafka_topic)

@@ -110,7 +110,9 @@ def deploy(model: ModelConfig, serve_config: ServeConfig, replica: type[XCLIPRep
     """Start (or update) the model application; returns its deployment handle. ``replica``: a
     subclass for fault tests (a forward pass that fails on some inputs)."""
     app = _bind(serve.deployment(replica).options(**replica_options(serve_config)), model, serve_config)
-    serve.start(logging_config={"log_level": "WARNING", "enable_access_log": False})
+    # No HTTP proxy: streams call the replicas through handles, and an idle proxy would be one more
+    # listening port (and one per node) that nothing uses.
+    serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING", "enable_access_log": False})
     return serve.run(app, name=APP_NAME, route_prefix=None)
 
 
