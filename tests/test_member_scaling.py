@@ -168,3 +168,86 @@ def test_supervisor_runs_the_followed_count_and_keeps_the_count_out_of_the_spec(
     assert list(desired) == ["frames:t#0", "frames:t#1"]
     assert desired["frames:t#0"]["frames"] == desired["frames:t#1"]["frames"]
     assert "members" not in desired["frames:t#0"]["frames"] and "scale" not in desired["frames:t#0"]["frames"]
+
+
+# -- end to end: real Ray, Serve and Tansu --------------------------------------------------------
+
+FPS = 8  # frames produced at the sampling rate: every frame kept, windows are frames 4k..4k+3
+
+
+def produce_one_per_batch(bootstrap: str, topic: str, cameras: list[str], frames: int) -> None:
+    """A flush per record: Tansu reports a partition's end as the start of its last batch + 1, so
+    one record per batch keeps the measured lag exact (a real Kafka broker needs no such care)."""
+    import numpy as np
+
+    from xclip_stream.pipeline.kafka_io import encode_frame_message
+    from xclip_stream.pipeline.sinks import KafkaSink
+
+    sink = KafkaSink(bootstrap, client_id="test-cameras")
+    for i in range(frames):
+        for camera in cameras:
+            image = np.full((24, 32, 3), (i * 8) % 256, np.uint8)
+            sink.send(topic, *encode_frame_message(camera, 1_700_000_000_000 + i * 1000 // FPS, i, image))
+            sink.flush()
+    sink.close()
+
+
+def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session, tiny_checkpoint, kafka_bootstrap,
+                                                                    kafka_topic, caplog):
+    import time
+
+    import ray
+
+    from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
+    from tests.test_pipeline_faults import cameras_on_distinct_partitions, committed
+    from xclip_stream.pipeline.kafka_clients import create_topics
+
+    frames_topic, events_topic, count = f"{kafka_topic}-frames", f"{kafka_topic}-events", 120
+    create_topics(kafka_bootstrap, {frames_topic: 4})
+    cameras = cameras_on_distinct_partitions(4)
+    produce_one_per_batch(kafka_bootstrap, frames_topic, cameras, count)  # a backlog of 480 records
+    config = pipeline_config(tiny_checkpoint, cameras=[], kafka={
+        "bootstrap": kafka_bootstrap, "events_topic": events_topic, "session_timeout_ms": 3000,
+        "frames": [{"topic": frames_topic, "group_id": kafka_topic, "members": 1,
+                    "scale": {"max_members": 3, "lag_per_member": 20, "up_after_s": 1, "down_after_s": 2,
+                              "interval_s": 0.5}}]})
+    reader = TopicReader(kafka_bootstrap, events_topic)
+    windows = list(range(0, count - 3, 4))
+    second_member_records = 0
+    caplog.set_level(logging.INFO, "xclip_stream.actors.supervisor")
+    with PipelineThread(config) as run:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            events = reader.read_until(lambda _: True, timeout=0.3)
+            try:  # the member added for the lag reads records of its own
+                health = ray.get(ray.get_actor(f"xclip:frames:{frames_topic}#1:0").health.remote(), timeout=5)
+                second_member_records = max(second_member_records, health["records"])
+            except (ValueError, ray.exceptions.RayError):
+                pass  # not started yet, or already retired
+            scores = by_camera(events)
+            print("DEBUG", round(time.monotonic() - deadline + 120, 1), {c: len(scores.get(c, [])) for c in cameras},
+                  committed(kafka_bootstrap, kafka_topic), second_member_records, flush=True)
+            if all({w["first_seq"] for w in scores.get(c, [])} >= set(windows) for c in cameras) \
+                    and "members 2 -> 1" in caplog.text:
+                break
+        else:
+            pytest.fail(f"not every window came out, or the members did not come back to 1:\n{caplog.text}")
+        deadline = time.monotonic() + 30  # idle cameras release their rings' last frames
+        while time.monotonic() < deadline and sorted(committed(kafka_bootstrap, kafka_topic).values()) != [count] * 4:
+            time.sleep(0.5)
+        offsets = committed(kafka_bootstrap, kafka_topic)
+        assert run.thread.is_alive()
+    result = run.join()
+    reader.close()
+    assert "members 1 -> 2 (lag " in caplog.text and second_member_records > 0, caplog.text
+    assert list(result) == [f"frames:{frames_topic}#0"]  # the added members were retired
+    assert sorted(offsets.values()) == [count] * 4, offsets  # retired members committed what they delivered
+    scores = by_camera(events)
+    for camera in cameras:
+        ids = {}
+        for w in scores[camera]:  # repeats (re-read after a hand-over) are the same window, same event id
+            assert ids.setdefault(w["first_seq"], w["event_id"]) == w["event_id"], (camera, w["first_seq"])
+        assert sorted(ids) == windows, camera
+    logging.getLogger(__name__).warning(
+        "lag scaling: %s; %d repeated windows of %d", [line for line in caplog.text.splitlines() if " -> " in line],
+        sum(len(scores[c]) for c in cameras) - len(windows) * len(cameras), len(windows) * len(cameras))
