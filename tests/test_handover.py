@@ -96,3 +96,31 @@ def test_pending_windows_give_up_a_cameras_windows():
     gone = pending.discard(lambda w: w.camera_id == "a")
     assert [w.index for w in gone] == [0, 2] and not pending.holds("a")
     assert [pending.get(0).camera_id for _ in range(2)] == ["b", "c"]
+
+
+def test_partitions_given_straight_back_are_read_again_from_where_the_member_stopped():
+    """kafka-python 3 keeps its read position on partitions an eager rebalance revokes and gives
+    straight back: past the frames the hand-over dropped. The member seeks them back to its first
+    unfinished record (at once, or when the assignment arrives in a later poll)."""
+    tracker = tracker_with({"p0": [5, 6], "p1": [3]}, {"p0": 5, "p1": 3, "p2": 9})
+    assigned: set = {"p0"}
+    seeks: list[dict] = []
+
+    def rewind(resume: dict) -> set:
+        held = set(resume) & assigned
+        seeks.append({tp: resume[tp] for tp in held})
+        return held
+
+    handover = HandOver(tracker, lambda _: None, lambda _: None, rewind=rewind)
+    handover.on_partitions_revoked({"p0", "p1", "p2", "p3"})  # p3: never read here, nothing to rewind
+    handover.settle()
+    assert seeks == [{"p0": 5}] and handover.rewound == {"p0"}  # p0 came back at once
+    assigned.add("p2")  # p2 came back in a later poll; p1 went to another member
+    handover.settle()
+    assert seeks[-1] == {"p2": 9} and handover.rewound == {"p2"}
+    handover.settle()
+    assert handover.rewound == set()  # p1 is still pending, but not ours: no seek
+    handover.on_partitions_revoked({"p0"})  # the next rebalance replaces what was pending
+    assigned.add("p1")
+    handover.settle()
+    assert handover.rewound == set() and seeks[-1] == {}

@@ -138,7 +138,7 @@ class KafkaFramesActor:
         consumer = None
         try:
             handover = HandOver(self.tracker, lambda offsets: self._commit_offsets(consumer, offsets),
-                                self._drop_partitions, self.name)
+                                self._drop_partitions, self.name, rewind=lambda resume: _rewind(consumer, resume))
             consumer = make_consumer(self.sink_spec.bootstrap, self.spec.topic, self.spec.group_id,
                                      session_timeout_ms=self.session_timeout_ms, security=self.sink_spec.security,
                                      listener=handover, **fetch_sizes(self.spec.limits))
@@ -154,6 +154,8 @@ class KafkaFramesActor:
                 handover.settle()  # partitions revoked during that poll, before its records
                 self.stats["revocations"] = handover.revocations
                 for tp, records in batches.items():
+                    if tp in handover.rewound:  # read again from the rewound position
+                        continue
                     for record in records:
                         self._consume(tp, record)
                 for camera in self.idle.due():
@@ -383,3 +385,11 @@ class KafkaFramesActor:
                     on_all_acked=lambda: [self._release(tp, off) for tp, off, _ in held])
         with self.lock:
             self.window_refs.pop(key, None)
+
+
+def _rewind(consumer, resume: dict) -> set:
+    """Seek the partitions of ``resume`` this consumer holds (again) to their offset; those moved."""
+    held = set(consumer.assignment()) & set(resume)
+    for tp in held:
+        consumer.seek(tp, resume[tp])
+    return held

@@ -8,6 +8,11 @@ Actors ask Ray for what ``placement`` says (custom resources, SPREAD). One that 
 for stays pending until the autoscaler adds a node (or forever, if no node type offers the
 resource): it is reported as ``pending`` in health and by a warning after ``PENDING_REPORT_S``, and
 stopping it does not wait for a run that never began.
+
+A frames topic with ``scale`` gets as many members as its group's lag asks for (``LagFollower``,
+measured here in the driver without joining the group): a member added is ``frames:{topic}#{n}``,
+one taken away is the highest-numbered, stopped as a removed source is (it drains, commits what is
+done and leaves the group, so the others take its partitions over from the committed offsets).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from ..pipeline.consumer_lag import LagProbe
+from ..pipeline.member_scaling import LagFollower
 from ..pipeline.scoring import ModelInfo
 from ..schemas.config import PipelineConfig, PlacementConfig
 from .camera import CameraActor
@@ -66,6 +73,8 @@ class Supervisor:
         self.stopping = False
         self._lines: list[str] = []  # output of workers that have ended, not yet taken
         self.pending_report_s = PENDING_REPORT_S
+        self.probe: LagProbe | None = None  # made when a topic scales with its lag
+        self.lag = LagFollower(config.kafka.frames if config.kafka else [], self._measure)
 
     # -- desired state --------------------------------------------------------------------------
     def _desired(self, config: PipelineConfig) -> dict[str, dict]:
@@ -78,9 +87,11 @@ class Supervisor:
             }
         if config.kafka:
             for f in config.kafka.frames:
-                for member in range(f.members):
+                # The count is not in the spec: adding or removing members leaves the others running.
+                frames = f.model_dump(exclude={"labels", "members", "scale"})
+                for member in range(self.lag.members(f.topic)):
                     specs[f"frames:{f.topic}#{member}"] = {
-                        "kind": "frames", "frames": f.model_dump(exclude={"labels"}), "member": member,
+                        "kind": "frames", "frames": frames, "member": member,
                         "labels": config.label_set(f.labels).model_dump(),
                         "options": config.stream_options(f.options).model_dump(),
                         "session_timeout_ms": config.kafka.session_timeout_ms, "placement": placement,
@@ -128,6 +139,23 @@ class Supervisor:
             if worker.ref is None and worker.restart_at is not None and now >= worker.restart_at:
                 worker.restarts += 1
                 self._launch(worker)
+        if not self.stopping:
+            self._follow_lag(now)
+
+    def _follow_lag(self, now: float) -> None:
+        """Members of the scaled topics that the lag asks for: added or taken away (see apply)."""
+        changes = self.lag.poll(now)
+        for c in changes:
+            log.info("frames topic %s: members %d -> %d (lag %d records, %d partitions)",
+                     c.topic, c.before, c.after, c.lag, c.partitions)
+        if changes:
+            self.apply(self.config)
+
+    def _measure(self, topic: str, group_id: str):
+        if self.probe is None:
+            kafka = self.config.kafka
+            self.probe = LagProbe(kafka.bootstrap, kafka.security)
+        return self.probe.measure(topic, group_id)
 
     def _check_placed(self) -> None:
         """Mark the actors that have started; warn once about each still pending after a while."""
@@ -212,12 +240,21 @@ class Supervisor:
                 out[key] = {**ray.get(ref, timeout=10), "restarts": self.workers[key].restarts}
             except Exception as e:  # noqa: BLE001 - a dying actor has no health to report
                 out[key] = {"state": "unreachable", "error": type(e).__name__}
+        for topic, scaling in self.lag.health(now).items():
+            running = sum(1 for w in self.workers.values()
+                          if w.spec["kind"] == "frames" and w.spec["frames"]["topic"] == topic)
+            out[f"scaling:{topic}"] = {"state": "scaling", "members": running, **scaling}
         return out
 
     # -- reconfiguration ------------------------------------------------------------------------
     def apply(self, config: PipelineConfig) -> None:
         """Reconcile with a new configuration: start new sources, stop removed ones, relabel in
         place when only the labels changed, restart when anything else about a source changed."""
+        self.lag.configure(config.kafka.frames if config.kafka else [])
+        if self.probe is not None and (config.kafka is None or (config.kafka.bootstrap, config.kafka.security)
+                                       != (self.probe.bootstrap, self.probe.security)):
+            self.probe.close()  # measured with the old connection settings: made again when needed
+            self.probe = None
         desired = self._desired(config)
         for key in list(self.workers):
             if key not in desired:
@@ -279,6 +316,9 @@ class Supervisor:
                 log.warning("%s did not drain in time: %s", w.key, e)
             self._end(w)
         self.workers.clear()
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
 
 
 def _asks(placement: dict) -> str:

@@ -85,6 +85,17 @@ class OffsetTracker:
                     result[tp] = position
             return result
 
+    def resume_points(self, tps: Iterable[Hashable]) -> dict[Hashable, int]:
+        """Where reading these partitions again would lose nothing this tracker knows of: the lowest
+        outstanding offset, or the last added + 1 (partitions it never saw a record of: absent)."""
+        with self._lock:
+            result = {}
+            for tp in tps:
+                state = self._partitions.get(tp)
+                if state is not None and state.last_added >= 0:
+                    result[tp] = min(state.refs) if state.refs else state.last_added + 1
+            return result
+
     def mark_committed(self, offsets: dict[Hashable, int]) -> None:
         """Record a successful commit (offsets as returned by :meth:`committable`)."""
         with self._lock:
@@ -113,16 +124,27 @@ class HandOver(ConsumerRebalanceListener):
     notes the revoked partitions, and the poll thread calls :meth:`settle` after each ``poll()``,
     before it handles the records that poll returned. Settling commits what is done of the revoked
     partitions, forgets them (late acknowledgements of their windows then change nothing) and has
-    ``drop`` discard the frames and windows still held from them: their next owner, this member
-    again after an eager rebalance, re-reads from the commit point. Without the forget, a re-read
-    record would meet its own still-outstanding offset. A failed commit is logged, never raised:
-    at worst the next owner re-reads a little more."""
+    ``drop`` discard the frames and windows still held from them: their next owner re-reads from
+    the commit point. Without the forget, a re-read record would meet its own still-outstanding
+    offset. A failed commit is logged, never raised: at worst the next owner re-reads a little more.
+
+    An eager rebalance revokes every partition and may give some straight back; kafka-python 3 then
+    keeps its read position on those, past the frames just dropped, which nobody would read again
+    (lost windows, and a commit that later jumps over them). ``rewind`` ({tp: offset} -> the
+    partitions it moved back) seeks the ones this member holds again to where its work stopped (at
+    this settle, or a later one if the assignment comes in a later poll, until the next revocation);
+    ``rewound`` names them until the next settle, so the caller skips what that poll returned for
+    them (read again after the seek)."""
 
     def __init__(self, tracker: OffsetTracker, commit: Callable[[dict], None],
-                 drop: Callable[[set], None], name: str = "consumer"):
+                 drop: Callable[[set], None], name: str = "consumer",
+                 rewind: Callable[[dict], set] | None = None):
         self.tracker = tracker
         self.commit = commit  # {tp: offset} -> None; raises when the commit failed
         self.drop = drop
+        self.rewind = rewind
+        self.rewound: set = set()
+        self._resume: dict = {}  # revoked partitions' resume points, until they come back or the next revocation
         self.name = name
         self.revocations = 0
         self._lock = threading.Lock()
@@ -141,9 +163,12 @@ class HandOver(ConsumerRebalanceListener):
         """(Poll thread.) Hand over what was revoked since the last call; returns those partitions."""
         with self._lock:
             revoked, self._revoked = self._revoked, set()
+        self.rewound = set()
         if not revoked:
+            self._rewind()
             return revoked
         self.revocations += 1
+        self._resume = self.tracker.resume_points(revoked)
         offsets = self.tracker.committable(revoked)
         if offsets:
             try:
@@ -154,7 +179,17 @@ class HandOver(ConsumerRebalanceListener):
                             "last commit", self.name, type(e).__name__, e)
         self.tracker.forget(revoked)
         self.drop(revoked)
+        self._rewind()
         return revoked
+
+    def _rewind(self) -> None:
+        if self.rewind is None or not self._resume:
+            return
+        self.rewound = self.rewind(self._resume)
+        if self.rewound:
+            log.info("%s: partitions given straight back, read again from where this member stopped: %s",
+                     self.name, sorted(f"{tp}@{self._resume[tp]}" for tp in self.rewound))
+            self._resume = {tp: o for tp, o in self._resume.items() if tp not in self.rewound}
 
 
 def make_consumer(

@@ -147,9 +147,24 @@ class FrameLimits(_Strict):
     dead_letter_max_bytes: int = Field(512 * 2**10, ge=1024)  # a dead letter's value is cut to this
 
 
+class MemberScaling(_Strict):
+    """Frames members that follow the group's lag (records not yet committed, over the topic's
+    partitions), measured by the driver every ``interval_s``. One member is added when the lag stays
+    above ``lag_per_member`` x members for ``up_after_s``; one is removed when it stays below
+    ``lag_per_member`` for ``down_after_s``. Never more than ``max_members`` nor the partition count,
+    never fewer than the topic's ``members``. After each change both waits start again."""
+
+    max_members: int = Field(ge=1)
+    lag_per_member: int = Field(1000, ge=1)  # records
+    up_after_s: float = Field(30.0, gt=0)
+    down_after_s: float = Field(300.0, gt=0)
+    interval_s: float = Field(10.0, gt=0)
+
+
 class KafkaFrames(_Strict):
     """A Kafka topic of encoded frames (JPEG or PNG, one per message, key = camera id, headers
-    camera_id, capture_time_ms, seq), read by ``members`` consumers of one group.
+    camera_id, capture_time_ms, seq), read by ``members`` consumers of one group; with ``scale``,
+    ``members`` is the least and the count follows the group's lag (``MemberScaling``).
 
     Each camera seen on the topic costs a window ring and event state, so a member keeps at most
     ``max_cameras`` of them; one idle for ``camera_idle_s`` makes room (its incidents are ended), and a
@@ -165,6 +180,14 @@ class KafkaFrames(_Strict):
     max_cameras: int = Field(256, ge=1)
     camera_idle_s: float = Field(300.0, gt=0)
     allowed_cameras: list[str] | None = Field(None, min_length=1)
+    scale: MemberScaling | None = None  # None: always ``members``
+
+    @model_validator(mode="after")
+    def _scale_above_members(self):
+        if self.scale and self.scale.max_members < self.members:
+            raise ValueError(f"scale.max_members ({self.scale.max_members}) is below members ({self.members}), "
+                             "the least number of members")
+        return self
 
 
 class KafkaSecurity(_Strict):
