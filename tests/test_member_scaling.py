@@ -4,12 +4,23 @@ measurement at the broker boundary), the configuration, and the supervisor's cou
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
+import ray
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from xclip_stream.pipeline.consumer_lag import GroupLag
+from tests.frames_topic import cameras_on_distinct_partitions, committed, produce
+from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
+from xclip_stream.actors.output import SinkSpec
+from xclip_stream.actors.supervisor import Supervisor
+from xclip_stream.pipeline.consumer_lag import GroupLag, LagProbe
+from xclip_stream.pipeline.kafka_clients import create_topics
 from xclip_stream.pipeline.member_scaling import LagFollower, LagSample, MemberPolicy
+from xclip_stream.pipeline.offsets import make_consumer
+from xclip_stream.pipeline.scoring import ModelInfo
 from xclip_stream.schemas.config import ConfigError, KafkaFrames, MemberScaling, parse_config
+from xclip_stream.services.tansu import free_port
 
 SCALE = MemberScaling(max_members=3, lag_per_member=100, up_after_s=10, down_after_s=30, interval_s=5)
 
@@ -151,9 +162,6 @@ def test_configuration_is_validated_with_its_path():
 def test_supervisor_runs_the_followed_count_and_keeps_the_count_out_of_the_spec():
     """The count of members is not part of a member's spec: scaling adds or removes members and
     leaves the running ones alone (a changed spec would restart them)."""
-    from xclip_stream.actors.output import SinkSpec
-    from xclip_stream.actors.supervisor import Supervisor
-    from xclip_stream.pipeline.scoring import ModelInfo
 
     data = {"model": {"path": "m"}, "labels": {"labels": ["a"]},
             "kafka": {"bootstrap": "127.0.0.1:9092",
@@ -173,17 +181,10 @@ def test_supervisor_runs_the_followed_count_and_keeps_the_count_out_of_the_spec(
 def test_lag_probe_measures_a_group_from_outside_it(kafka_bootstrap, kafka_topic):
     """The real broker: uncommitted records count, committed ones do not, the probe never becomes a
     member (a consumer of the group then gets every partition at once), and errors are raised."""
-    from kafka.structs import OffsetAndMetadata, TopicPartition
-
-    from tests.test_pipeline_faults import cameras_on_distinct_partitions
-    from xclip_stream.pipeline.consumer_lag import LagProbe
-    from xclip_stream.pipeline.kafka_clients import create_topics
-    from xclip_stream.pipeline.offsets import make_consumer
-    from xclip_stream.services.tansu import free_port
 
     topic = f"{kafka_topic}-frames"
     create_topics(kafka_bootstrap, {topic: 3})
-    produce_one_per_batch(kafka_bootstrap, topic, cameras_on_distinct_partitions(3, partitions=3), 10)
+    produce(kafka_bootstrap, topic, cameras_on_distinct_partitions(3, partitions=3), range(10), flush_each=True)
     probe = LagProbe(kafka_bootstrap)
     try:
         assert probe.measure(topic, kafka_topic) == GroupLag(3, 30)
@@ -208,42 +209,17 @@ def test_lag_probe_measures_a_group_from_outside_it(kafka_bootstrap, kafka_topic
 
 # -- end to end: real Ray, Serve and Tansu --------------------------------------------------------
 
-FPS = 8  # frames produced at the sampling rate: every frame kept, windows are frames 4k..4k+3
-
-
-def produce_one_per_batch(bootstrap: str, topic: str, cameras: list[str], frames: int) -> None:
-    """A flush per record: Tansu reports a partition's end as the start of its last batch + 1, so
-    one record per batch keeps the measured lag exact (a real Kafka broker needs no such care)."""
-    import numpy as np
-
-    from xclip_stream.pipeline.kafka_io import encode_frame_message
-    from xclip_stream.pipeline.sinks import KafkaSink
-
-    sink = KafkaSink(bootstrap, client_id="test-cameras")
-    for i in range(frames):
-        for camera in cameras:
-            image = np.full((24, 32, 3), (i * 8) % 256, np.uint8)
-            sink.send(topic, *encode_frame_message(camera, 1_700_000_000_000 + i * 1000 // FPS, i, image))
-            sink.flush()
-    sink.close()
-
-
 def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session, slow_checkpoint, kafka_bootstrap,
                                                                     kafka_topic, caplog):
     """A backlog the model takes seconds to score (``slow_checkpoint``): a lone member cannot race
     through it before the added ones join, so they get partitions with records still to read."""
-    import time
 
-    import ray
-
-    from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
-    from tests.test_pipeline_faults import cameras_on_distinct_partitions, committed
     from xclip_stream.pipeline.kafka_clients import create_topics
 
     frames_topic, events_topic, count = f"{kafka_topic}-frames", f"{kafka_topic}-events", 32
     create_topics(kafka_bootstrap, {frames_topic: 4})
     cameras = cameras_on_distinct_partitions(4)
-    produce_one_per_batch(kafka_bootstrap, frames_topic, cameras, count)  # a backlog of 128 records
+    produce(kafka_bootstrap, frames_topic, cameras, range(count), flush_each=True)  # a backlog of 128 records
     config = pipeline_config(slow_checkpoint, cameras=[], kafka={
         "bootstrap": kafka_bootstrap, "events_topic": events_topic, "session_timeout_ms": 3000,
         "frames": [{"topic": frames_topic, "group_id": kafka_topic, "members": 1,
