@@ -64,23 +64,35 @@ PIPELINE_ACTORS = ("CameraActor", "KafkaFramesActor")
 
 
 class Watch:
-    """Samples the cluster while a scenario waits: node counts by type and Serve replicas, with the
-    seconds since the scenario began at which each count was first seen."""
+    """Samples the cluster while a scenario waits: node counts by type, the model's replicas by
+    Serve's state (RUNNING, STARTING: wanted but not placed or not ready, STOPPING) and the ongoing
+    requests Serve's autoscaler decides on, with the seconds since the scenario began at which each
+    count was first seen. ``timeline`` holds a point whenever a count changes, ``load`` every sample."""
 
     def __init__(self, service: LocalRayService):
         self.service, self.began = service, time.monotonic()
         self.timeline: list[dict] = []
+        self.load: list[tuple[float, float]] = []  # (seconds, ongoing requests)
         self.firsts: dict[str, float] = {}
 
     def sample(self) -> dict:
         nodes = Counter(self.service.nodes().values())
-        replicas = sum(1 for a in self.service.actors() if "XCLIPReplica" in a["class"])
+        try:
+            serve = self.service.serve_state()
+        except Exception as e:  # noqa: BLE001 - Serve not up yet, or its controller busy: a gap in the record
+            serve = {"status": f"unknown ({type(e).__name__})", "replicas": {}, "ongoing": None}
         at = round(time.monotonic() - self.began, 1)
-        point = {"t": at, **{k: nodes.get(k, 0) for k in ("head", "streams", "replicas")}, "serve_replicas": replicas}
+        replicas = serve["replicas"]
+        point = {"t": at, **{k: nodes.get(k, 0) for k in ("head", "streams", "replicas")},
+                 "serve_running": replicas.get("RUNNING", 0),
+                 "serve_starting": replicas.get("STARTING", 0) + replicas.get("PENDING_MIGRATION", 0),
+                 "serve_stopping": replicas.get("STOPPING", 0), "serve_status": serve["status"]}
+        if serve["ongoing"] is not None:
+            self.load.append((at, serve["ongoing"]))
         if not self.timeline or {k: v for k, v in point.items() if k != "t"} != {
                 k: v for k, v in self.timeline[-1].items() if k != "t"}:
             self.timeline.append(point)
-        for key in ("streams", "replicas", "serve_replicas"):
+        for key in ("streams", "replicas", "serve_running", "serve_starting"):
             self.firsts.setdefault(f"{key}>={point[key]}", at)
         return point
 
@@ -143,25 +155,55 @@ def _raylet_of(node_id: str) -> int:
 
 
 # -- scenario steps after the core's steady state ----------------------------------------------------
-def load_rise(ctx: dict, watch: Watch, extra: int = 4, hold_s: float = 40.0, idle_s: float = 60.0) -> dict:
-    """``extra`` cameras added through the control topic (more actors than one stream node's slots),
-    held ``hold_s``, removed; then up to ``idle_s`` for the idle stream node to go."""
+def _first(watch: Watch, after: float, holds) -> float | None:
+    """Seconds from ``after`` to the first timeline point at or after it where ``holds(point)``."""
+    for point in watch.timeline:
+        if point["t"] >= after and holds(point):
+            return round(point["t"] - after, 1)
+    return None
+
+
+def load_rise(ctx: dict, watch: Watch, extra: int = 4, hold_s: float = 40.0, scale_s: float = 150.0,
+              idle_s: float = 150.0) -> dict:
+    """``extra`` cameras added through the control topic (more actors than one stream node's slots,
+    more windows in flight than one replica's target): held ``hold_s``, or up to ``scale_s`` until
+    Serve runs a second replica on a second replica node; removed; then up to ``idle_s`` for the
+    second replica and the idle nodes to go. Seconds from the add (or the removal) to each change."""
     mjpeg = next(url for cid, url in ctx["urls"].items() if cid.startswith("mjpeg"))
     ids = [f"added-cam-{i + 1}" for i in range(extra)]
+    before = watch.sample()
     began = watch.at()
     _send_control(ctx["bootstrap"], ctx["control_topic"], ctx["secret"],
                   [{"op": "add_camera", "camera": {"id": cid, "url": mjpeg}} for cid in ids])
-    streams_before = watch.sample()["streams"]
-    grew = watch.wait(hold_s, lambda: watch.timeline[-1]["streams"] > streams_before)
-    grew_s = round(watch.at() - began, 1) if grew else None
+
+    def grown() -> bool:
+        now = watch.timeline[-1]
+        return now["streams"] > before["streams"] and now["serve_running"] > before["serve_running"]
+
+    watch.wait(scale_s, grown)
     watch.wait(max(0.0, hold_s - (watch.at() - began)))
     running = placement(ctx["service"])
     _send_control(ctx["bootstrap"], ctx["control_topic"], ctx["secret"],
                   [{"op": "remove_camera", "id": cid} for cid in ids])
     removed_at = watch.at()
-    shrank = watch.wait(idle_s, lambda: watch.timeline[-1]["streams"] <= streams_before)
-    return {"added": ids, "stream_node_added_s": grew_s, "placement_with_added": running,
-            "stream_node_removed_s": round(watch.at() - removed_at, 1) if shrank else None}
+
+    def shrunk() -> bool:
+        now = watch.timeline[-1]
+        return all(now[k] <= before[k] for k in ("streams", "replicas", "serve_running", "serve_starting"))
+
+    watch.wait(idle_s, shrunk)
+    return {"added": ids, "before": before, "placement_with_added": running,
+            "load_with_added_max": max((v for t, v in watch.load if began <= t <= removed_at), default=None),
+            "stream_node_added_s": _first(watch, began, lambda p: p["streams"] > before["streams"]),
+            "replica_wanted_s": _first(watch, began, lambda p: p["serve_running"] + p["serve_starting"]
+                                       > before["serve_running"]),
+            "replica_node_added_s": _first(watch, began, lambda p: p["replicas"] > before["replicas"]),
+            "replica_running_s": _first(watch, began, lambda p: p["serve_running"] > before["serve_running"]),
+            "removed_at": removed_at,
+            "replica_removed_s": _first(watch, removed_at, lambda p: p["serve_running"] + p["serve_starting"]
+                                        + p["serve_stopping"] <= before["serve_running"]),
+            "replica_node_removed_s": _first(watch, removed_at, lambda p: p["replicas"] <= before["replicas"]),
+            "stream_node_removed_s": _first(watch, removed_at, lambda p: p["streams"] <= before["streams"])}
 
 
 def streams_node_lost(ctx: dict, watch: Watch, limit_s: float = 120.0) -> dict:
@@ -184,7 +226,82 @@ def streams_node_lost(ctx: dict, watch: Watch, limit_s: float = 120.0) -> dict:
             else None, "placement_after": placement(service)}
 
 
-STEPS = {"core": None, "load_rise": load_rise, "streams_node_lost": streams_node_lost}
+def perturbed_checkpoint(dest: Path, logit_scale_step: float = 0.7) -> Path:
+    """A second checkpoint: the demo model with its logit scale raised (every window's logits and
+    scores change, the windows it takes do not), in ``dest``."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from xclip_stream.pipeline.scoring import DEMO_CHECKPOINT
+
+    shutil.copytree(DEMO_CHECKPOINT, dest)
+    state = load_file(str(dest / "model.safetensors"))
+    state["logit_scale"] = state["logit_scale"] + logit_scale_step
+    save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
+def scored_twice(events: list[dict]) -> dict:
+    """Score events sharing an event_id (one window published twice): how many, and those whose
+    checkpoints or logits differ (a window scored twice with different results)."""
+    by_id: dict[str, list[dict]] = {}
+    for e in events:
+        if e.get("event_type") == "xclip.window.scores":
+            by_id.setdefault(e["event_id"], []).append(e)
+    twice = {i: evs for i, evs in by_id.items() if len(evs) > 1}
+    differing = sorted(i for i, evs in twice.items()
+                       if len({e.get("checkpoint") for e in evs}) > 1
+                       or any(abs(e["logits"][k] - evs[0]["logits"][k]) > 1e-3 for e in evs for k in e["logits"]))
+    return {"event_ids_seen_twice": len(twice), "differing": differing[:10], "differing_count": len(differing)}
+
+
+def model_roll(ctx: dict, watch: Watch, limit_s: float = 180.0) -> dict:
+    """A new checkpoint rolled through serveConfigV2 as KubeRay applies a changed one (the whole
+    config submitted again, ``args.model`` changed; the pipeline config keeps its model). Seconds
+    from the submission to the first window scored by the new checkpoint, to Serve's application
+    RUNNING again, and to the last window the old one scored."""
+    service, reader = ctx["service"], ctx["reader"]
+    new = perturbed_checkpoint(ctx["work"] / "demo-xclip-v2")
+    from xclip_stream.model.checkpoint import checkpoint_digest
+    from xclip_stream.pipeline.scoring import DEMO_CHECKPOINT
+
+    old_digest, new_digest = checkpoint_digest(DEMO_CHECKPOINT), checkpoint_digest(new)
+    seen = len(reader.events)
+    began = watch.at()
+    service.deploy(local_serve_config(ctx["shipped"].serve, model={"path": str(new), "precision": "auto"}))
+    submitted = time.monotonic()
+
+    def by(digest: str) -> list[dict]:
+        return [e for e in reader.events[seen:] if e.get("event_type") == "xclip.window.scores"
+                and e.get("checkpoint") == digest]
+
+    first_new = None
+
+    def rolled() -> bool:
+        nonlocal first_new
+        if first_new is None and by(new_digest):
+            first_new = round(time.monotonic() - submitted, 1)
+        point = watch.timeline[-1]
+        return first_new is not None and point["serve_status"] == "HEALTHY" and not point["serve_starting"] \
+            and not point["serve_stopping"] and point["t"] > began
+
+    done = watch.wait(limit_s, rolled)
+    serve_done = _first(watch, began + 0.1, lambda p: p["serve_status"] == "HEALTHY" and not p["serve_starting"]
+                        and not p["serve_stopping"]) if done else None
+    watch.wait(5.0)
+    after = [e for e in reader.events[seen:] if e.get("event_type") == "xclip.window.scores"]
+    old_after = [e for e in after if e.get("checkpoint") == old_digest]
+    return {"checkpoints": {"old": old_digest, "new": new_digest}, "first_new_window_s": first_new,
+            "serve_healthy_again_s": serve_done,
+            "old_windows_after_submit": len(old_after), "new_windows": len(by(new_digest)),
+            "unnamed_windows_after_submit": sum(1 for e in after if not e.get("checkpoint")),
+            "failed_after_submit": sum(1 for e in reader.events[seen:] if e.get("event_type") == "xclip.window.failed"),
+            "models_after": sorted({e.get("model", "") for e in after})}
+
+
+STEPS = {"core": None, "load_rise": load_rise, "streams_node_lost": streams_node_lost,
+         "model_roll": model_roll}
 
 
 # -- one scenario ----------------------------------------------------------------------------------
@@ -232,7 +349,8 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             step = STEPS[name]
             if step is not None:
                 ctx = {"service": service, "bootstrap": bootstrap, "urls": urls, "secret": secret,
-                       "control_topic": pipeline["kafka"]["control_topic"]}
+                       "control_topic": pipeline["kafka"]["control_topic"], "reader": reader, "work": work,
+                       "shipped": shipped}
                 result[name] = step(ctx, watch)
                 watch.wait(flow_s / 2)
             publishing.set()
@@ -249,19 +367,21 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             if publisher.thread.ident is not None:
                 publisher.thread.join(timeout=30)
             committed, partitions = committed_seqs(bootstrap, publisher.cameras)
-        result["timeline"], result["firsts"] = watch.timeline, watch.firsts
+        result["timeline"], result["firsts"], result["load"] = watch.timeline, watch.firsts, watch.load
     cameras = account(reader.events, publisher.published, publisher.gaps, committed, list(rig.cameras))
     result.update({"cameras": cameras, "partitions": partitions,
                    "windows": sum(r["windows"] for r in cameras.values()),
                    "duplicates": sum(r["duplicates"] for r in cameras.values()),
                    "lost": sum(r["lost"] for r in cameras.values()),
                    "silent": sorted(c for c, r in cameras.items() if not r["windows"]),
+                   "scored_twice": scored_twice(reader.events),
                    "seconds": round(time.monotonic() - started, 1)})
     return result
 
 
 def failed(r: dict) -> bool:
-    return bool(r["error"] or r["lost"] or r["silent"] or r.get("caught_up_s") is None or r.get("driver_exit") != 0)
+    return bool(r["error"] or r["lost"] or r["silent"] or r.get("caught_up_s") is None or r.get("driver_exit") != 0
+                or r["scored_twice"]["differing_count"])
 
 
 def main(argv: list[str] | None = None) -> int:
