@@ -1,6 +1,7 @@
 """Cluster bench: the gpu overlay's configuration run for real on a multi-node Ray cluster.
 
-    .venv/bin/python bench/cluster.py [--only core,load_rise,streams_node_lost] [--flow 20] [--out FILE]
+    .venv/bin/python bench/cluster.py [--only core,load_rise,streams_node_lost,model_roll] [--flow 20]
+                                      [--ray-client] [--out FILE]
 
 Each scenario renders ``k8s/overlays/gpu``, starts a local autoscaling Ray cluster whose node types
 are the RayService's worker groups (bench/local_rayservice.py: head with 0 CPUs, ``streams`` nodes
@@ -13,13 +14,18 @@ events topic as in bench/fault_accounting.py.
 
 - core: cameras start; the autoscaler adds a stream node for the actors' slots (none at start);
   windows flow, scored by the replica on a replica node; nothing lost.
-- load_rise: then cameras added through the signed control topic, beyond one stream node's 8 slots:
-  the autoscaler adds a stream node; they are removed again and the idle node goes.
+- load_rise: then cameras added through the signed control topic, beyond one stream node's 8 slots
+  and one replica's target of ongoing requests: the autoscaler adds a stream node, Serve wants a
+  second replica, which waits for the replica node the autoscaler adds for it; the cameras are
+  removed again, Serve drops the replica and the idle nodes go.
 - streams_node_lost: then the stream node holding the most actors loses its raylet (SIGTERM, as a
   pod's preStop ``ray stop``): its cameras and members come back on another node; measured.
+- model_roll: then serveConfigV2 submitted again with ``args.model`` naming a second checkpoint (the
+  demo model with another logit scale): Serve replaces the replica; events name the checkpoint that
+  scored each window, and no window may be scored twice with different results.
 
 Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when a scenario lost a
-window, failed, or a camera stayed silent.
+window, failed, scored a window twice with different results, or a camera stayed silent.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ from decode import machine, write_json  # noqa: E402
 from fault_accounting import (  # noqa: E402
     EVENTS_TOPIC,
     FRAMES_TOPIC,
+    MAX_GAP_S,
+    PUBLISH_FPS,
+    SAMPLE_FPS,
     TOPIC_PARTITIONS,
     account,
     committed_seqs,
@@ -304,10 +313,69 @@ STEPS = {"core": None, "load_rise": load_rise, "streams_node_lost": streams_node
          "model_roll": model_roll}
 
 
+def topic_holes(bootstrap: str, events: list[dict], cameras: list[str]) -> dict[str, list[dict]]:
+    """Where a topic camera's windows leave frames out (what the accounting counts as lost): each
+    hole's seqs and the longest pause between consecutive frames inside it, from the frames' own
+    capture times in the partition (a pause of max_gap_seconds or more empties a window ring)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    step = round(PUBLISH_FPS / SAMPLE_FPS)
+    out: dict[str, list[dict]] = {}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        for i, camera in enumerate(cameras):
+            spans = sorted({(e["first_seq"], e["last_seq"]) for e in events if e.get("camera_id") == camera
+                            and e.get("event_type") == "xclip.window.scores"})
+            holes, end = [], None
+            for first, last in spans:
+                if end is not None and first > end + step:
+                    holes.append((end, first))
+                end = last if end is None else max(end, last)
+            if not holes:
+                continue
+            tp = TopicPartition(FRAMES_TOPIC, i * TOPIC_PARTITIONS // len(cameras))
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            times, quiet_since = {}, time.monotonic()
+            while time.monotonic() - quiet_since < 2.0:
+                records = consumer.poll(timeout_ms=500).get(tp, [])
+                for r in records:
+                    h = dict(r.headers)
+                    times[int(h["seq"])] = int(h["capture_time_ms"]) / 1000.0
+                quiet_since = time.monotonic() if records else quiet_since
+            out[camera] = [_explain(a, b, times, step) for a, b in holes]
+    finally:
+        consumer.close()
+    return out
+
+
+def _explain(after: int, following: int, times: dict[int, float], step: int) -> dict:
+    """One hole: ``sampled_out`` when every frame in it came less than one sampling interval after
+    the window's last frame (RateSampler keeps one frame per interval on the frames' own clock: a
+    burst after a stalled publisher is thinned, by design); ``gap`` when it spans a pause long
+    enough for the kept frames to be max_gap_seconds apart (the ring is emptied, by design; the
+    publisher's own gap record only sees pauses between consecutive frames); else unexplained."""
+    interval, inside = 1.0 / SAMPLE_FPS, range(after + 1, following)
+    known = all(k in times for k in (after, following, *inside))
+    pause = max((times[k + 1] - times[k] for k in range(after, following) if k in times and k + 1 in times),
+                default=0.0)
+    sampled_out = known and all(times[k] - times[after] < interval * 1.01 for k in inside)
+    gap = known and pause > MAX_GAP_S - interval
+    return {"after_seq": after, "next_seq": following, "frames": following - after - step, "at": times.get(after),
+            "longest_pause_s": round(pause, 2),
+            "why": "sampled_out" if sampled_out else "gap" if gap else "unexplained"}
+
+
+def unexplained_topic_frames(holes: dict[str, list[dict]]) -> int:
+    return sum(h["frames"] for camera in holes.values() for h in camera if h["why"] == "unexplained")
+
+
 # -- one scenario ----------------------------------------------------------------------------------
 def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_timeout_s: float | None = None,
-                 work: Path | None = None) -> dict:
-    """The core scenario, then the step ``name`` (if not "core"), then the drain and the accounting."""
+                 work: Path | None = None, ray_client: bool = False) -> dict:
+    """The core scenario, then the step ``name`` (if not "core"), then the drain and the accounting.
+    ``ray_client``: the driver joins through the head's Ray Client server (``ray://``, as the driver
+    Deployment does) instead of the GCS address."""
     started = time.monotonic()
     result: dict = {"scenario": name, "error": "", "local_changes": LOCAL_CHANGES}
     shipped = load_shipped()
@@ -318,7 +386,7 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
         bootstrap = rig.broker.bootstrap
         service = stack.enter_context(LocalRayService(shipped, work, idle_timeout_s))
         watch = Watch(service)
-        result["head_up_s"] = watch.at()
+        result["head_up_s"], result["watch_began_unix"] = watch.at(), round(time.time() - watch.at(), 1)
         result["nodes_at_start"] = watch.sample()
         service.deploy(local_serve_config(shipped.serve))
         from xclip_stream.pipeline.kafka_clients import create_topics
@@ -332,7 +400,8 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             pipeline["control"]["source_policy"]["hosts"] = ["127.0.0.1/32"]
         publishing = threading.Event()
         publisher, reader = Publisher(bootstrap, publishing), Reader(bootstrap)
-        driver = stack.enter_context(Driver(work, pipeline, service.address))
+        result["driver_address"] = service.client_address if ray_client else service.address
+        driver = stack.enter_context(Driver(work, pipeline, result["driver_address"]))
         reader.thread.start()
         try:
             def scored() -> bool:
@@ -367,12 +436,17 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             if publisher.thread.ident is not None:
                 publisher.thread.join(timeout=30)
             committed, partitions = committed_seqs(bootstrap, publisher.cameras)
+            result["topic_holes"] = topic_holes(bootstrap, reader.events, publisher.cameras)
         result["timeline"], result["firsts"], result["load"] = watch.timeline, watch.firsts, watch.load
     cameras = account(reader.events, publisher.published, publisher.gaps, committed, list(rig.cameras))
     result.update({"cameras": cameras, "partitions": partitions,
                    "windows": sum(r["windows"] for r in cameras.values()),
                    "duplicates": sum(r["duplicates"] for r in cameras.values()),
                    "lost": sum(r["lost"] for r in cameras.values()),
+                   # the accounting's step-based "lost" for topic cameras, less the holes the sampler
+                   # or a pause explain (topic_holes); live cameras' lost as counted
+                   "lost_unexplained": sum(r["lost"] for c, r in cameras.items() if "published" not in r)
+                   + unexplained_topic_frames(result.get("topic_holes", {})),
                    "silent": sorted(c for c, r in cameras.items() if not r["windows"]),
                    "scored_twice": scored_twice(reader.events),
                    "seconds": round(time.monotonic() - started, 1)})
@@ -380,7 +454,7 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
 
 
 def failed(r: dict) -> bool:
-    return bool(r["error"] or r["lost"] or r["silent"] or r.get("caught_up_s") is None or r.get("driver_exit") != 0
+    return bool(r["error"] or r["lost_unexplained"] or r["silent"] or r.get("caught_up_s") is None or r.get("driver_exit") != 0
                 or r["scored_twice"]["differing_count"])
 
 
@@ -391,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to commit the whole frames topic")
     parser.add_argument("--idle-timeout", type=float, default=20.0,
                         help="seconds an idle node lives (the RayService says 120; shorter here, to see one go)")
+    parser.add_argument("--ray-client", action="store_true",
+                        help="the driver joins through ray://127.0.0.1:PORT (the head's Ray Client server)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster.json")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(STEPS)
@@ -400,13 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         print(f"cluster: {name} ...", file=sys.stderr, flush=True)
-        results.append(run_scenario(name, args.flow, args.drain, args.idle_timeout))
-    print(f"\n{'scenario':<20} {'windows':>8} {'dupes':>6} {'lost':>5} {'1st window':>10} {'caught up':>9}  "
-          "step / error")
+        results.append(run_scenario(name, args.flow, args.drain, args.idle_timeout, ray_client=args.ray_client))
+    print(f"\n{'scenario':<20} {'windows':>8} {'dupes':>6} {'lost*':>5} {'1st window':>10} {'caught up':>9}  "
+          "step / error   (*: unexplained; see topic_holes)")
     for r in results:
         caught = "never" if r.get("caught_up_s") is None else f"{r['caught_up_s']:g} s"
         step = r.get(r["scenario"], {})
-        print(f"{r['scenario']:<20} {r['windows']:>8} {r['duplicates']:>6} {r['lost']:>5} "
+        print(f"{r['scenario']:<20} {r['windows']:>8} {r['duplicates']:>6} {r['lost_unexplained']:>5} "
               f"{r.get('first_window_s', '-'):>10} {caught:>9}  {r['error'] or step}")
     bad = [r["scenario"] for r in results if failed(r)]
     write_json(args.out, {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},

@@ -54,7 +54,7 @@ LOCAL_CHANGES = {
     ],
     "serve": ["proxy_location Disabled: one machine's port 8000 for every node (route_prefix is null: "
               "the driver calls the handle)",
-              "autoscaling_config target_ongoing_requests 12, upscale_delay_s 5, downscale_delay_s 15 "
+              "autoscaling_config target_ongoing_requests 8, upscale_delay_s 5, downscale_delay_s 15 "
               "(shipped 32, 10, 300): this machine's 5 to 9 streams, 2 windows in flight each, must make "
               "Serve want a second replica, and a minute's run see it go"],
     "pipeline": [
@@ -66,7 +66,7 @@ LOCAL_CHANGES = {
     ],
 }
 LOCAL_MAX_WORKERS = {"streams": 3, "replicas": 2}
-LOCAL_AUTOSCALING = {"target_ongoing_requests": 12, "upscale_delay_s": 5, "downscale_delay_s": 15}
+LOCAL_AUTOSCALING = {"target_ongoing_requests": 8, "upscale_delay_s": 5, "downscale_delay_s": 15}
 
 
 @dataclass
@@ -186,6 +186,7 @@ def _make_autoscaling_cluster_class():
             super().__init__(head_resources={}, worker_node_types={})
             self.work, self.port = work, port
             self.address = f"127.0.0.1:{port}"
+            self.client_port = _free_port()  # Ray Client server (ray://), as the head pod's 10001
             self.temp_dir = Path(tempfile.mkdtemp(prefix="xcr-", dir="/tmp"))  # short: Ray's socket paths
             self.head = None
 
@@ -199,7 +200,7 @@ def _make_autoscaling_cluster_class():
             config_path.write_text(yaml.safe_dump(self._config))
             head = self._config["available_node_types"][HEAD_TYPE]["resources"]
             cmd = [_ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-                   f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+                   f"--ray-client-server-port={self.client_port}", f"--dashboard-agent-listen-port={_free_port()}",
                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
                    f"--num-cpus={head.get('CPU', 0)}", f"--object-store-memory={NODE_OBJECT_STORE}",
                    f"--autoscaling-config={config_path}"]
@@ -258,6 +259,7 @@ class LocalRayService:
         self.config = autoscaling_config(shipped.service, f"127.0.0.1:{port}", idle_timeout_s)
         self.cluster = _make_autoscaling_cluster_class()(self.config, work, port)
         self.address = self.cluster.address
+        self.client_address = f"ray://127.0.0.1:{self.cluster.client_port}"  # the driver Deployment's form
 
     def __enter__(self) -> LocalRayService:
         import ray
