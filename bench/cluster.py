@@ -173,10 +173,10 @@ def _first(watch: Watch, after: float, holds) -> float | None:
 
 
 def load_rise(ctx: dict, watch: Watch, extra: int = 4, hold_s: float = 40.0, scale_s: float = 150.0,
-              idle_s: float = 150.0) -> dict:
+              idle_s: float = 150.0, both_s: float = 20.0) -> dict:
     """``extra`` cameras added through the control topic (more actors than one stream node's slots,
     more windows in flight than one replica's target): held ``hold_s``, or up to ``scale_s`` until
-    Serve runs a second replica on a second replica node; removed; then up to ``idle_s`` for the
+    Serve runs a second replica on a second replica node and ``both_s`` more; removed; then up to ``idle_s`` for the
     second replica and the idle nodes to go. Seconds from the add (or the removal) to each change."""
     mjpeg = next(url for cid, url in ctx["urls"].items() if cid.startswith("mjpeg"))
     ids = [f"added-cam-{i + 1}" for i in range(extra)]
@@ -190,7 +190,7 @@ def load_rise(ctx: dict, watch: Watch, extra: int = 4, hold_s: float = 40.0, sca
         return now["streams"] > before["streams"] and now["serve_running"] > before["serve_running"]
 
     watch.wait(scale_s, grown)
-    watch.wait(max(0.0, hold_s - (watch.at() - began)))
+    watch.wait(max(both_s, hold_s - (watch.at() - began)))  # both replicas take windows a while
     running = placement(ctx["service"])
     _send_control(ctx["bootstrap"], ctx["control_topic"], ctx["secret"],
                   [{"op": "remove_camera", "id": cid} for cid in ids])
