@@ -172,7 +172,7 @@ def _first(watch: Watch, after: float, holds) -> float | None:
     return None
 
 
-def load_rise(ctx: dict, watch: Watch, extra: int = 4, hold_s: float = 40.0, scale_s: float = 150.0,
+def load_rise(ctx: dict, watch: Watch, extra: int = 8, hold_s: float = 40.0, scale_s: float = 150.0,
               idle_s: float = 150.0, both_s: float = 20.0) -> dict:
     """``extra`` cameras added through the control topic (more actors than one stream node's slots,
     more windows in flight than one replica's target): held ``hold_s``, or up to ``scale_s`` until
@@ -209,10 +209,23 @@ def load_rise(ctx: dict, watch: Watch, extra: int = 4, hold_s: float = 40.0, sca
             "replica_node_added_s": _first(watch, began, lambda p: p["replicas"] > before["replicas"]),
             "replica_running_s": _first(watch, began, lambda p: p["serve_running"] > before["serve_running"]),
             "removed_at": removed_at,
-            "replica_removed_s": _first(watch, removed_at, lambda p: p["serve_running"] + p["serve_starting"]
-                                        + p["serve_stopping"] <= before["serve_running"]),
-            "replica_node_removed_s": _first(watch, removed_at, lambda p: p["replicas"] <= before["replicas"]),
+            # from the removal; negative: Serve found one replica enough while the cameras still ran
+            "replica_removed_s": _after_peak(watch, began, removed_at, "serve_running", lambda p: p["serve_running"]
+                                             + p["serve_starting"] + p["serve_stopping"] <= before["serve_running"]),
+            "replica_node_removed_s": _after_peak(watch, began, removed_at, "replicas",
+                                                  lambda p: p["replicas"] <= before["replicas"]),
             "stream_node_removed_s": _first(watch, removed_at, lambda p: p["streams"] <= before["streams"])}
+
+
+def _after_peak(watch: Watch, began: float, origin: float, key: str, holds) -> float | None:
+    """Seconds from ``origin`` to the first point where ``holds``, after ``key`` last grew past its
+    value at ``began`` (so a scale-down before ``origin`` is reported, as a negative number)."""
+    base = next((p[key] for p in reversed(watch.timeline) if p["t"] <= began), 0)
+    peaks = [p["t"] for p in watch.timeline if p["t"] >= began and p[key] > base]
+    if not peaks:
+        return None
+    down = _first(watch, peaks[0], holds)
+    return None if down is None else round(down + peaks[0] - origin, 1)
 
 
 def streams_node_lost(ctx: dict, watch: Watch, limit_s: float = 120.0) -> dict:
