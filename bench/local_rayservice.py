@@ -55,7 +55,7 @@ LOCAL_CHANGES = {
     "serve": ["proxy_location Disabled: one machine's port 8000 for every node (route_prefix is null: "
               "the driver calls the handle)",
               "autoscaling_config target_ongoing_requests 8, upscale_delay_s 5, downscale_delay_s 15 "
-              "(shipped 32, 10, 300): this machine's 5 to 9 streams, 2 windows in flight each, must make "
+              "(shipped 32, 10, 300): this machine's 5 to 13 streams, 2 windows in flight each, must make "
               "Serve want a second replica, and a minute's run see it go"],
     "pipeline": [
         "kafka.bootstrap: the local Tansu broker; kafka.security dropped (PLAINTEXT; TLS/SASL are tested "
