@@ -6,6 +6,7 @@ bench's slower scenarios."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from tests.benches import load_bench
@@ -37,6 +38,7 @@ def test_node_types_are_the_worker_groups_as_kuberays_autoscaler_reads_them():
     assert "security" not in pipeline["kafka"] and "password" not in yaml.safe_dump(pipeline)
 
 
+@pytest.mark.timeout(600)  # about 110 s here; a loaded machine has taken 3 minutes for the same run
 def test_the_shipped_configuration_runs_on_an_autoscaling_cluster_and_rolls_a_checkpoint(tmp_path):
     """Cameras start with no stream node: the autoscaler adds one for their slots; windows from live
     cameras and from the frames topic (two members) are scored by the replica on a replica node.
