@@ -268,6 +268,8 @@ class LocalRayService:
         from xclip_stream.schemas.config import RayConfig
 
         ray_env.apply(RayConfig())  # loopback, also when Ray was imported first (pytest): 127.0.0.1 stays so
+        if ray.is_initialized():  # a test process that ran a pipeline before: this one joins the new cluster
+            ray.shutdown()
         try:
             self.cluster.start()
             ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
