@@ -53,7 +53,10 @@ LOCAL_CHANGES = {
         "object store 200 MiB per node",
     ],
     "serve": ["proxy_location Disabled: one machine's port 8000 for every node (route_prefix is null: "
-              "the driver calls the handle)"],
+              "the driver calls the handle)",
+              "autoscaling_config target_ongoing_requests 8, upscale_delay_s 5, downscale_delay_s 15 "
+              "(shipped 32, 10, 300): this machine's 5 to 13 streams, 2 windows in flight each, must make "
+              "Serve want a second replica, and a minute's run see it go"],
     "pipeline": [
         "kafka.bootstrap: the local Tansu broker; kafka.security dropped (PLAINTEXT; TLS/SASL are tested "
         "through proxies in tests/test_kafka_security.py)",
@@ -63,6 +66,7 @@ LOCAL_CHANGES = {
     ],
 }
 LOCAL_MAX_WORKERS = {"streams": 3, "replicas": 2}
+LOCAL_AUTOSCALING = {"target_ongoing_requests": 8, "upscale_delay_s": 5, "downscale_delay_s": 15}
 
 
 @dataclass
@@ -108,9 +112,17 @@ def autoscaling_config(service: dict, gcs_address: str, idle_timeout_s: float | 
     return config
 
 
-def local_serve_config(serve: dict) -> dict:
+def local_serve_config(serve: dict, model: dict | None = None) -> dict:
+    """serveConfigV2 with the ``serve`` changes of LOCAL_CHANGES; ``model``: the application's
+    ``args.model`` instead of the shipped one (a checkpoint rolled through the config)."""
     data = copy.deepcopy(serve)
     data["proxy_location"] = "Disabled"
+    for app in data["applications"]:
+        for deployment in app.get("deployments", []):
+            if "autoscaling_config" in deployment:
+                deployment["autoscaling_config"].update(LOCAL_AUTOSCALING)
+        if model is not None:
+            app["args"]["model"] = model
     return data
 
 
@@ -174,6 +186,7 @@ def _make_autoscaling_cluster_class():
             super().__init__(head_resources={}, worker_node_types={})
             self.work, self.port = work, port
             self.address = f"127.0.0.1:{port}"
+            self.client_port = _free_port()  # Ray Client server (ray://), as the head pod's 10001
             self.temp_dir = Path(tempfile.mkdtemp(prefix="xcr-", dir="/tmp"))  # short: Ray's socket paths
             self.head = None
 
@@ -187,7 +200,7 @@ def _make_autoscaling_cluster_class():
             config_path.write_text(yaml.safe_dump(self._config))
             head = self._config["available_node_types"][HEAD_TYPE]["resources"]
             cmd = [_ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-                   f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+                   f"--ray-client-server-port={self.client_port}", f"--dashboard-agent-listen-port={_free_port()}",
                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
                    f"--num-cpus={head.get('CPU', 0)}", f"--object-store-memory={NODE_OBJECT_STORE}",
                    f"--autoscaling-config={config_path}"]
@@ -246,6 +259,7 @@ class LocalRayService:
         self.config = autoscaling_config(shipped.service, f"127.0.0.1:{port}", idle_timeout_s)
         self.cluster = _make_autoscaling_cluster_class()(self.config, work, port)
         self.address = self.cluster.address
+        self.client_address = f"ray://127.0.0.1:{self.cluster.client_port}"  # the driver Deployment's form
 
     def __enter__(self) -> LocalRayService:
         import ray
@@ -254,6 +268,8 @@ class LocalRayService:
         from xclip_stream.schemas.config import RayConfig
 
         ray_env.apply(RayConfig())  # loopback, also when Ray was imported first (pytest): 127.0.0.1 stays so
+        if ray.is_initialized():  # a test process that ran a pipeline before: this one joins the new cluster
+            ray.shutdown()
         try:
             self.cluster.start()
             ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
@@ -282,6 +298,23 @@ class LocalRayService:
         client = serve_start(proxy_location=schema.proxy_location, http_options=schema.http_options.model_dump())
         client.deploy_apps(schema)
 
+    def serve_state(self, app: str = "xclip-stream", deployment: str = "XCLIPReplica") -> dict:
+        """The model deployment as Serve sees it: its status, replicas by state, and the ongoing
+        requests its autoscaler decides on (summed over the handles' reports)."""
+        from ray import serve
+        from ray.serve._private.common import DeploymentID
+        from ray.serve.context import _get_global_client
+
+        status = serve.status().applications.get(app)
+        overview = status.deployments.get(deployment) if status else None
+        if overview is None:
+            return {"status": "absent", "replicas": {}, "ongoing": 0.0}
+        controller = _get_global_client()._controller
+        ongoing = ray_get(controller._get_total_num_requests_for_deployment_for_testing.remote(
+            DeploymentID(name=deployment, app_name=app)))
+        return {"status": str(overview.status.value), "replicas": {str(getattr(k, "value", k)): v
+                for k, v in overview.replica_states.items() if v}, "ongoing": round(float(ongoing), 1)}
+
     # -- what runs where ----------------------------------------------------------------------------
     def nodes(self) -> dict[str, str]:
         """Alive node id -> its node type, known by the slot it offers."""
@@ -301,6 +334,12 @@ class LocalRayService:
         return [{"class": a["ActorClassName"], "name": a.get("Name", ""),
                  "node": types.get(a["Address"]["NodeID"], "?"), "node_id": a["Address"]["NodeID"]}
                 for a in actors(actor_state_name="ALIVE").values()]
+
+
+def ray_get(ref, timeout: float = 10.0):
+    import ray
+
+    return ray.get(ref, timeout=timeout)
 
 
 def node_type(resources: dict) -> str:

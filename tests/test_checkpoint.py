@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 
 from xclip_stream.model import XCLIPConfig, XCLIPModel, XCLIPTextConfig, XCLIPVisionConfig
+from xclip_stream.model.checkpoint import checkpoint_digest
 
 from .test_model_parity import hf_config, make_inputs, perturbed, rel_err
 
@@ -28,6 +31,21 @@ def test_sharded_safetensors(reference, tmp_path):
     reference.save_pretrained(tmp_path, max_shard_size="200KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
     assert rel_err(logits(XCLIPModel.from_pretrained(tmp_path), reference.config), logits(reference, reference.config)) < 1e-5
+
+
+def test_the_digest_follows_the_weights_not_the_folder(reference, tmp_path):
+    reference.save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert checkpoint_digest(tmp_path / "a") == checkpoint_digest(tmp_path / "b")
+    state = load_file(tmp_path / "b" / "model.safetensors")
+    state["logit_scale"] = state["logit_scale"] + 0.5
+    save_file(state, tmp_path / "b" / "model.safetensors")
+    assert checkpoint_digest(tmp_path / "a") != checkpoint_digest(tmp_path / "b")
+    reference.save_pretrained(tmp_path / "c", max_shard_size="200KB")  # shards are read too
+    shard = sorted((tmp_path / "c").glob("model-*.safetensors"))[-1]
+    before = checkpoint_digest(tmp_path / "c")
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\0")
+    assert checkpoint_digest(tmp_path / "c") != before
 
 
 def test_legacy_pytorch_model_bin(reference, tmp_path):

@@ -47,6 +47,17 @@ def test_score_event_fields_and_deterministic_id():
     assert start.type == "start" and start.label == "falling"
 
 
+def test_a_score_event_names_the_checkpoint_of_the_replica_that_scored_it():
+    """Across a model roll the pipeline's model stays, the replica's changes: the event says which."""
+    plain = builder().window_events(scored(0))[0]
+    assert (plain.model, plain.checkpoint) == ("tiny", "")  # a replica that did not say
+    s = scored(0)
+    rolled = builder().window_events(Scored(s.window, s.labels, s.logits, "tiny-v2", "0123456789ab"))[0]
+    assert (rolled.model, rolled.checkpoint) == ("tiny-v2", "0123456789ab")
+    assert rolled.event_id == plain.event_id  # the same window: a consumer sees the duplicate and who scored it
+    validator("score_event").validate(json.loads(encode_event(rolled)[1]))
+
+
 def test_activity_events_debounce_to_one_incident():
     b = builder()
     events = [e for i in range(5) for e in b.window_events(scored(i))[1:]]

@@ -17,6 +17,7 @@ from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipel
 from xclip_stream.actors import runner
 from xclip_stream.actors.replica import XCLIPReplica, deploy, replica_options
 from xclip_stream.cli import run_summary
+from xclip_stream.model.checkpoint import checkpoint_digest
 from xclip_stream.pipeline.kafka_clients import create_topics
 from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.model_check import ModelMismatch
@@ -39,7 +40,9 @@ def test_one_cameras_bad_windows_do_not_fail_the_others_in_the_same_batch(ray_se
         bad_shape = handle.score.remote(frames(9, size=48), GOOD)  # camera B: a wrong-size window
         too_many = handle.score.remote(frames(10), tuple("abcdef"))  # camera B: a label set over the cap
         scored = [r.result(timeout_s=120) for r in good]
-        assert all(len(logits) == 2 and all(np.isfinite(logits)) for logits in scored)
+        assert all(len(s.logits) == 2 and all(np.isfinite(s.logits)) for s in scored)
+        # each answer names the checkpoint that gave it (events carry it across a model roll)
+        assert {(s.model, s.checkpoint) for s in scored} == {(tiny_checkpoint.name, checkpoint_digest(tiny_checkpoint))}
         for response, reason in [(bad_shape, "got uint8 (4, 3, 48, 48)"),
                                  (too_many, "6 labels, more than serve.max_labels (5)")]:
             with pytest.raises(Exception) as e:
@@ -84,7 +87,7 @@ def test_a_replica_stuck_in_a_forward_pass_fails_its_health_check_and_is_replace
         assert not isinstance(e.value, GetTimeoutError), "the stuck replica was not replaced"
         assert not isinstance(getattr(e.value, "cause", e.value), ModelMismatch)  # a system error: retried
         release.touch()
-        assert len(handle.score.remote(frames(1), GOOD).result(timeout_s=120)) == 2  # the new replica scores
+        assert len(handle.score.remote(frames(1), GOOD).result(timeout_s=120).logits) == 2  # the new replica scores
     finally:
         serve.delete("stuck-test", _blocking=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from types import SimpleNamespace
 
 import jsonschema
@@ -15,7 +16,7 @@ import torch
 from xclip_stream.actors.scoring import APP_ERROR_RETRIES, NON_FINITE_RETRIES, ScoringLoop, send_events
 from xclip_stream.pipeline.events import EventBuilder, encode_event, labelset_id
 from xclip_stream.pipeline.model_check import LabelChecker, ModelMismatch
-from xclip_stream.pipeline.scoring import BatchScorer, NonFiniteScores, WindowRefused
+from xclip_stream.pipeline.scoring import BatchScorer, NonFiniteScores, ReplicaScores, WindowRefused
 from xclip_stream.pipeline.stall import StallWatch
 from xclip_stream.pipeline.stream import PendingWindows
 from xclip_stream.schemas import export
@@ -163,6 +164,18 @@ def test_a_refused_window_is_published_as_failed_and_counted_and_the_next_one_sc
     assert isinstance(failed, WindowFailed) and failed.attempts == 1 and replica.calls == 2  # no retry
     assert failed.reason == "ModelMismatch: 6 labels, more than serve.max_labels (*)"  # redacted
     assert (loop.stats.failed, loop.stats.scored) == (1, 1)
+
+
+def test_events_name_the_checkpoint_each_replica_reports_and_a_rolled_one_is_logged_once(caplog):
+    """Mid-roll, old and new replicas answer side by side: each event names the checkpoint that
+    scored its window; one that differs from the pipeline's model is said once, not per window."""
+    old, new = ReplicaScores([1.0, 2.0], "tiny", "aaaaaaaaaaaa"), ReplicaScores([2.0, 1.0], "tiny-v2", "bbbbbbbbbbbb")
+    with caplog.at_level(logging.WARNING, logger="xclip_stream.actors.scoring"):
+        _, published = run_loop(Replica([old, new, new, [0.0, 0.0]]), [window(i) for i in range(4)])
+    scores = [events[0] for _, events in published]
+    assert [(e.model, e.checkpoint) for e in scores] == [
+        ("tiny", "aaaaaaaaaaaa"), ("tiny-v2", "bbbbbbbbbbbb"), ("tiny-v2", "bbbbbbbbbbbb"), ("tiny", "")]
+    assert [r.getMessage().count("'tiny-v2'") for r in caplog.records] == [1]
 
 
 def test_other_model_errors_are_retried_then_published_as_failed():

@@ -21,7 +21,7 @@ import ray
 from pydantic import ValidationError
 from ray import serve
 
-from ..pipeline.scoring import BatchScorer, WindowRefused
+from ..pipeline.scoring import BatchScorer, ReplicaScores, WindowRefused
 from ..pipeline.stall import StallWatch
 from ..schemas.config import ConfigError, ModelConfig, ServeAppArgs, ServeConfig, format_validation_error
 
@@ -45,9 +45,10 @@ class XCLIPReplica:
         self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.watch = StallWatch(stall_timeout_s)
 
-    async def score(self, frames: np.ndarray, labels: tuple[str, ...]) -> list[float]:
-        """One window (T, 3, S, S) uint8 against its label set -> logits, one per label; raises
-        ModelMismatch when the model cannot score this window, NonFiniteScores when its logits are NaN/inf."""
+    async def score(self, frames: np.ndarray, labels: tuple[str, ...]) -> ReplicaScores:
+        """One window (T, 3, S, S) uint8 against its label set -> logits, one per label, with this
+        replica's checkpoint name and digest; raises ModelMismatch when the model cannot score this
+        window, NonFiniteScores when its logits are NaN/inf."""
         self.watch.request_started()
         try:
             result = await self.score_batch(frames, tuple(labels))
@@ -55,7 +56,7 @@ class XCLIPReplica:
             self.watch.request_finished()
         if isinstance(result, WindowRefused):
             raise result.error(result.reason)
-        return result
+        return ReplicaScores(result, self.scorer.name, self.scorer.digest)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def score_batch(self, frames: list[np.ndarray],
@@ -68,7 +69,7 @@ class XCLIPReplica:
     def info(self) -> dict:
         return {"device": str(self.scorer.device), "precision": self.scorer.precision,
                 "cuda_graphs": self.scorer.encoder.cuda_graphs, "batches": self.watch.batches,
-                "num_frames": self.scorer.num_frames}
+                "num_frames": self.scorer.num_frames, "model": self.scorer.name, "checkpoint": self.scorer.digest}
 
     def check_health(self) -> None:
         """Serve restarts a replica whose check raises: the weights must still be finite, and work

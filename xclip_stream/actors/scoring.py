@@ -25,7 +25,7 @@ from ray.exceptions import RayTaskError
 
 from ..pipeline.events import EventBuilder, Scored, encode_event
 from ..pipeline.model_check import ModelMismatch
-from ..pipeline.scoring import NonFiniteScores
+from ..pipeline.scoring import NonFiniteScores, ReplicaScores
 from ..pipeline.stream import PendingWindows
 from ..schemas.windows import FrameWindow
 
@@ -84,6 +84,7 @@ class ScoringLoop:
         self.abandoned = False  # set on stop: a congested loop then ends, leaving its queue unscored
         self.stats = LoopStats()
         self._in_flight: deque[_InFlight] = deque()
+        self._other_models: set[str] = set()  # replica checkpoints named otherwise than the pipeline's model
 
     def in_flight_for(self, camera_id: str) -> bool:
         """Whether a window of ``camera_id`` is being scored (its events are not built yet)."""
@@ -122,7 +123,7 @@ class ScoringLoop:
             # A call past its deadline when it reaches the head (it waited behind a retried one)
             # still gets a moment: its answer may already be there.
             remaining = max(min(1.0, self.request_timeout_s), head.sent + self.request_timeout_s - time.monotonic())
-            logits = await asyncio.wait_for(_awaitable(head.response), remaining)
+            answer = await asyncio.wait_for(_awaitable(head.response), remaining)
         except TimeoutError:
             self.stats.timeouts += 1
             _cancel(head.response)
@@ -140,8 +141,13 @@ class ScoringLoop:
             return
         builder = self.builder_for(head.window.camera_id)
         seqs = self.source_seqs(head.window) if self.source_seqs else (None, None)
+        logits, model, checkpoint = _unpack(answer)
+        if model and model != builder.model_name and model not in self._other_models:
+            self._other_models.add(model)  # a checkpoint rolled through serveConfigV2 alone: said once
+            log.warning("windows are scored by checkpoint %r (%s), the pipeline's model is %r: events name "
+                        "the replica's; windows are cut for the pipeline's", model, checkpoint, builder.model_name)
         try:
-            events = builder.window_events(Scored(head.window, head.labels, tuple(logits)), *seqs)
+            events = builder.window_events(Scored(head.window, head.labels, tuple(logits), model, checkpoint), *seqs)
             self.publish(head.window, events)  # raises before sending anything an event cannot be encoded
         except (ValueError, TypeError) as e:  # logits no event can carry (NaN from an unchecked replica)
             self._fail(head, e)
@@ -170,6 +176,15 @@ class ScoringLoop:
         builder = self.builder_for(head.window.camera_id)
         seqs = self.source_seqs(head.window) if self.source_seqs else (None, None)
         self.publish(head.window, [builder.window_failed(head.window, head.labels, reason, head.attempts, *seqs)])
+
+
+def _unpack(answer) -> tuple[list[float], str, str]:
+    """A replica's answer -> (logits, checkpoint name, digest). Bare logits (a stand-in handle, or a
+    replica of an earlier release during an upgrade) name no checkpoint: the event then names the
+    pipeline's model."""
+    if isinstance(answer, ReplicaScores):
+        return answer.logits, answer.model, answer.checkpoint
+    return answer, "", ""
 
 
 async def _awaitable(response):

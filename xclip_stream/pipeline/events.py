@@ -46,11 +46,14 @@ def softmax(logits: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class Scored:
-    """A window and the model's logits for the label set it was scored against."""
+    """A window and the model's logits for the label set it was scored against; ``model`` and
+    ``checkpoint``: the replica's checkpoint name and digest, when it said (else the pipeline's model)."""
 
     window: FrameWindow
     labels: tuple[str, ...]
     logits: tuple[float, ...]
+    model: str = ""
+    checkpoint: str = ""
 
 
 class EventBuilder:
@@ -105,9 +108,10 @@ class EventBuilder:
             logits={label: round(v, 4) for label, v in zip(scored.labels, scored.logits)},
             top_label=scored.labels[top],
             top_score=round(probs[top], 6),
-            model=self.model_name,
+            model=scored.model or self.model_name,
             labelset_id=lsid,
             latency_ms=round(max(0.0, self.clock() - w.end_time) * 1000.0, 3),
+            checkpoint=scored.checkpoint,
         )
         # A producer's clock stepped back: end what was open rather than refuse every later window.
         ended = self.tracker.restart_clock(w.start_time)

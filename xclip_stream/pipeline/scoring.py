@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..model import XCLIPConfig, XCLIPModel
+from ..model.checkpoint import checkpoint_digest
 from ..model.processor import XCLIPProcessor, XCLIPVideoProcessor
 from .encoding import VideoEncoder, bucket
 from .model_check import DEFAULT_MAX_LABELS, LabelChecker, ModelMismatch, check_processor_fits
@@ -33,6 +34,21 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.floa
 def resolve_model_path(path: str) -> Path:
     """A checkpoint folder, or ``demo`` for the checkpoint shipped with the package."""
     return DEMO_CHECKPOINT if path == "demo" else Path(path)  # loading names what a folder lacks
+
+
+def model_name(path: str) -> str:
+    """The name events give a checkpoint: its folder's name, or ``demo``."""
+    return "demo" if path == "demo" else resolve_model_path(path).name
+
+
+@dataclass(frozen=True)
+class ReplicaScores:
+    """A replica's answer for one window: the logits (one per label) and the checkpoint that gave
+    them, so that across a model roll each event names the model that actually scored its window."""
+
+    logits: list[float]
+    model: str  # the checkpoint's name (model_name)
+    checkpoint: str  # its digest (model.checkpoint.checkpoint_digest)
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,7 @@ class ModelInfo:
         config = XCLIPConfig.from_pretrained(folder)
         processor = XCLIPVideoProcessor.from_pretrained(folder)
         check_processor_fits(config, processor, path)  # before any stream cuts a window for it
-        return cls(name=folder.name if path != "demo" else "demo", num_frames=config.vision_config.num_frames,
+        return cls(name=model_name(path), num_frames=config.vision_config.num_frames,
                    video_processor=processor.to_dict())
 
 
@@ -127,6 +143,7 @@ class BatchScorer:
                                     compile=compile, cuda_graphs=cuda_graphs)
         self._staging: dict[int, torch.Tensor] = {}  # pinned host buffers, one per batch bucket
         self._lock = threading.Lock()  # one batch at a time owns the buffers and graphs
+        self.name, self.digest = "", ""  # the checkpoint's, when loaded from a folder (load)
 
     @classmethod
     def load(cls, path: str, device: str | None = None, precision: str = "auto",
@@ -139,7 +156,8 @@ class BatchScorer:
         check_processor_fits(config, processor.video_processor, path)  # before the weights are read
         scorer = cls(XCLIPModel.from_pretrained(folder, device=pick_device(device)), processor, precision,
                      compile=compile, cuda_graphs=cuda_graphs, max_labels=max_labels)
-        log.info("loaded %s on %s (%s%s%s)", folder, scorer.device, scorer.precision,
+        scorer.name, scorer.digest = model_name(path), checkpoint_digest(folder)
+        log.info("loaded %s (%s) on %s (%s%s%s)", folder, scorer.digest, scorer.device, scorer.precision,
                  ", compiled" if scorer.encoder.compiled else "", ", CUDA graphs" if scorer.encoder.cuda_graphs else "")
         return scorer
 

@@ -28,7 +28,10 @@ class ScoreEvent:
     Times are wall-clock UNIX seconds of the window's first and last frame (stream PTS mapped to
     wall time); ``media_start``/``media_end`` are the same frames on the stream's own clock.
     ``scores`` are softmax probabilities over the label set, ``logits`` the raw logits (comparable
-    across windows of one model). ``latency_ms`` runs from the window's last frame to the event."""
+    across windows of one model). ``model`` names the checkpoint of the replica that scored the
+    window and ``checkpoint`` is its digest (empty if the replica did not say): across a model roll
+    a consumer tells which model scored each window, and two events with one ``event_id`` and one
+    ``checkpoint`` carry the same scores. ``latency_ms`` runs from the window's last frame to the event."""
 
     event_id: str
     camera_id: str
@@ -47,6 +50,7 @@ class ScoreEvent:
     model: str
     labelset_id: str
     latency_ms: float
+    checkpoint: str = ""
 
     def __post_init__(self):
         if set(self.scores) != set(self.logits) or not self.scores:
