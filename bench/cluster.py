@@ -1,6 +1,6 @@
 """Cluster bench: the gpu overlay's configuration run for real on a multi-node Ray cluster.
 
-    .venv/bin/python bench/cluster.py [--only core,load_rise,streams_node_lost,model_roll] [--flow 20]
+    .venv/bin/python bench/cluster.py [--only core,load_rise,streams_node_lost,model_roll,...] [--flow 20]
                                       [--ray-client] [--out FILE]
 
 Each scenario renders ``k8s/overlays/gpu``, starts a local autoscaling Ray cluster whose node types
@@ -24,7 +24,8 @@ events topic as in bench/fault_accounting.py.
   demo model with another logit scale): Serve replaces the replica; events name the checkpoint that
   scored each window, and no window may be scored twice with different results.
 
-Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when a scenario lost a
+Steps joined with "+" run one after another on one cluster (``model_roll+streams_node_lost``: the
+test in make test). Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when a scenario lost a
 window, failed, scored a window twice with different results, or a camera stayed silent.
 """
 
@@ -386,7 +387,8 @@ def unexplained_topic_frames(holes: dict[str, list[dict]]) -> int:
 # -- one scenario ----------------------------------------------------------------------------------
 def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_timeout_s: float | None = None,
                  work: Path | None = None, ray_client: bool = False) -> dict:
-    """The core scenario, then the step ``name`` (if not "core"), then the drain and the accounting.
+    """The core scenario, then the steps of ``name`` ("a+b": a then b; "core": none), then the drain
+    and the accounting.
     ``ray_client``: the driver joins through the head's Ray Client server (``ray://``, as the driver
     Deployment does) instead of the GCS address."""
     started = time.monotonic()
@@ -409,7 +411,7 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
         (work / "control-secret").write_bytes(secret)
         pipeline = local_pipeline(shipped.pipeline, bootstrap, _cameras(rig, urls), work / "control-secret",
                                   {"events_topic": EVENTS_TOPIC, "frames": FRAMES_TOPIC})
-        if name == "load_rise":  # the added cameras are this machine's: loopback must be allowed
+        if "load_rise" in name.split("+"):  # the added cameras are this machine's: loopback must be allowed
             pipeline["control"]["source_policy"]["hosts"] = ["127.0.0.1/32"]
         publishing = threading.Event()
         publisher, reader = Publisher(bootstrap, publishing), Reader(bootstrap)
@@ -428,13 +430,13 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             publisher.thread.start()
             watch.wait(flow_s)
             result["placement"] = placement(service)
-            step = STEPS[name]
-            if step is not None:
-                ctx = {"service": service, "bootstrap": bootstrap, "urls": urls, "secret": secret,
-                       "control_topic": pipeline["kafka"]["control_topic"], "reader": reader, "work": work,
-                       "shipped": shipped}
-                result[name] = step(ctx, watch)
-                watch.wait(flow_s / 2)
+            ctx = {"service": service, "bootstrap": bootstrap, "urls": urls, "secret": secret,
+                   "control_topic": pipeline["kafka"]["control_topic"], "reader": reader, "work": work,
+                   "shipped": shipped}
+            for step in name.split("+"):
+                if STEPS[step] is not None:
+                    result[step] = STEPS[step](ctx, watch)
+                    watch.wait(flow_s / 2)
             publishing.set()
             publisher.thread.join(timeout=30)
             result["caught_up_s"] = wait_caught_up(bootstrap, publisher.cameras, drain_s)
@@ -483,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cluster.json")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(STEPS)
-    unknown = set(names) - set(STEPS)
+    unknown = {step for name in names for step in name.split("+")} - set(STEPS)
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(STEPS)}")
     results = []
@@ -494,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
           "step / error   (*: unexplained; see topic_holes)")
     for r in results:
         caught = "never" if r.get("caught_up_s") is None else f"{r['caught_up_s']:g} s"
-        step = r.get(r["scenario"], {})
+        step = {s: r[s] for s in r["scenario"].split("+") if s in r}
         print(f"{r['scenario']:<20} {r['windows']:>8} {r['duplicates']:>6} {r['lost_unexplained']:>5} "
               f"{r.get('first_window_s', '-'):>10} {caught:>9}  {r['error'] or step}")
     bad = [r["scenario"] for r in results if failed(r)]
