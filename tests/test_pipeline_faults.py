@@ -140,6 +140,31 @@ def test_stopped_frame_member_ends_open_incidents_and_commits(ray_session, tiny_
     assert run.result[f"frames:{frames_topic}#0"]["events_undelivered"] == 0
 
 
+def test_a_producer_that_stalls_mid_window_loses_no_window(ray_session, tiny_checkpoint, kafka_bootstrap, kafka_topic):
+    """Frames stop mid-window for longer than ``max_gap_seconds``: the member counts the camera idle
+    and its partition is committed past the frames in the ring. Then frames come again with no gap
+    in their capture times (a stalled producer, not a stopped camera): the frames kept in the ring
+    still make their windows, and no frame is left out."""
+    frames_topic, events_topic = f"{kafka_topic}-frames", f"{kafka_topic}-events"
+    produce(kafka_bootstrap, frames_topic, ["cam-p"], range(6))  # window 0-3; frames 4 and 5 wait
+    config = pipeline_config(tiny_checkpoint, cameras=[], kafka={
+        "bootstrap": kafka_bootstrap, "events_topic": events_topic, "session_timeout_ms": 3000,
+        "frames": [{"topic": frames_topic, "group_id": kafka_topic}]})  # max_gap_seconds 1
+    reader = TopicReader(kafka_bootstrap, events_topic)
+    with PipelineThread(config) as run:
+        reader.read_until(lambda ev: len(by_camera(ev).get("cam-p", [])) >= 1, timeout=120, what="the first window")
+        deadline = time.monotonic() + 30
+        while 6 not in committed(kafka_bootstrap, kafka_topic).values():  # released as idle
+            assert time.monotonic() < deadline, "frames 4 and 5 were never released as idle"
+            time.sleep(0.5)
+        produce(kafka_bootstrap, frames_topic, ["cam-p"], range(6, 16))  # 125 ms after frame 5, as before
+        events = reader.read_until(lambda ev: len(by_camera(ev).get("cam-p", [])) >= 4, timeout=30,
+                                   what="the windows across the stall")
+    reader.close()
+    assert sorted({w["first_seq"] for w in by_camera(events)["cam-p"]}) == [0, 4, 8, 12]
+    assert run.result[f"frames:{frames_topic}#0"]["idle_released"] >= 1
+
+
 def test_broker_paused_then_restarted_mid_stream_loses_no_window(ray_session, tiny_checkpoint, tmp_path):
     """A durable (s3://) broker: paused 10 s while windows are being published, later killed and
     started again once the stream is idle (Tansu keeps what it acknowledged across such a restart;

@@ -14,8 +14,9 @@ the poll thread, which slows consumption instead.
 Faults: events and dead letters go through a ``Delivery`` that retries until acknowledged, so an
 offset is never released for a record whose output was lost. A rebalance hands partitions over
 (``HandOver``: commit what is done, forget the rest, drop those cameras' frames). A camera that
-goes quiet has its ring released and its incidents ended (``IdleCameras``). On stop or removal,
-every camera's open incidents are ended and acknowledged before the final commit.
+goes quiet has the offsets of its ring's frames released (the frames stay) and its incidents ended
+(``IdleCameras``). On stop or removal, every camera's open incidents are ended and acknowledged
+before the final commit.
 
 Hostile input: camera ids come from the messages, so a bounded ``CameraRegistry`` holds at most
 ``max_cameras`` of them (optionally only ``allowed_cameras``), evicting ones silent for
@@ -79,7 +80,8 @@ class KafkaFramesActor:
         self.cameras = CameraRegistry(self.spec.max_cameras, self.spec.camera_idle_s, self.spec.allowed_cameras,
                                       create=self._new_stage, close=self._close_camera, busy=self._busy)
         self.builders: dict[str, EventBuilder] = {}
-        self.refs: dict[tuple[str, int], tuple] = {}  # (camera, internal seq) -> (tp, offset, source seq)
+        self.refs: dict[tuple[str, int], tuple] = {}  # (camera, internal seq) -> (tp, offset, source seq);
+        # tp and offset None once released as idle (release_idle)
         self.window_refs: dict[tuple[str, int], list] = {}  # (camera, window index) -> its frames' refs
         self.next_seq = 0
         self.camera_tps: dict[str, object] = {}  # camera -> the partition its frames came from last
@@ -215,14 +217,16 @@ class KafkaFramesActor:
             with self.lock:
                 held = [self.refs[(camera, s)] for s in window.frame_seqs]
                 for tp_, offset, _ in held:
-                    self.tracker.hold(tp_, offset)
+                    if tp_ is not None:  # None: released as idle already (release_idle)
+                        self.tracker.hold(tp_, offset)
                 self.window_refs[(camera, window.index)] = held
                 # Frames no later window contains are done with the ring now, not when pushed out:
                 # the commit point then sits at the next window's first frame, so a member that
                 # takes this partition over cuts the same windows (the same event ids) again.
                 for s in window.frame_seqs[:stage.buffer.hop]:
                     tp_, offset, _ = self.refs.pop((camera, s))
-                    self.tracker.release(tp_, offset)
+                    if tp_ is not None:
+                        self.tracker.release(tp_, offset)
             self.stats["windows"] += 1
             self.pending.put(window)  # blocks while the model is behind: the topic slows down
 
@@ -230,7 +234,7 @@ class KafkaFramesActor:
         def evicted(seq: int) -> None:
             with self.lock:
                 entry = self.refs.pop((camera, seq), None)  # None: released when its last window was cut
-                if entry is not None:
+                if entry is not None and entry[0] is not None:
                     self.tracker.release(entry[0], entry[1])
 
         return WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
@@ -262,6 +266,8 @@ class KafkaFramesActor:
                              on_ack=lambda _: self._release(tp, record.offset))
 
     def _release(self, tp, offset: int) -> None:
+        if tp is None:  # a frame released as idle: its offset is done with already
+            return
         with self.lock:
             self.tracker.release(tp, offset)
 
@@ -305,14 +311,27 @@ class KafkaFramesActor:
 
     # -- partitions and cameras leaving ----------------------------------------------------------
     def release_idle(self, camera: str) -> None:
-        """A camera sent nothing for a while: release its ring's frames (a later frame could not
-        join them in a window anyway, a gap empties the ring) and end its open incidents."""
+        """A camera sent nothing for a while: release the offsets of its ring's frames, so that its
+        partition's commit point moves past them, and end its open incidents.
+
+        The frames stay in the ring (their refs say ``tp`` None). A camera that has stopped leaves
+        them there until a gap empties the ring or the camera is evicted. A producer that only
+        stalled sends frames with no gap in their capture times, which still make windows with the
+        frames kept; emptying the ring here lost them (8 frames in a loaded cluster run). The cost:
+        a member that dies before the next window loses those frames' windows (their offsets are
+        committed), and the next owner's windows start after them."""
         stage = self.cameras.peek(camera)
         if stage is not None:
-            stage.buffer.reset()  # evicts every frame: their offsets are released
+            with self.lock:
+                for seq in stage.buffer.seqs():
+                    tp, offset, source_seq = self.refs.get((camera, seq), (None, None, None))
+                    if tp is not None:
+                        self.tracker.release(tp, offset)
+                        self.refs[(camera, seq)] = (None, None, source_seq)
         self.aio.call_soon_threadsafe(self._end_incidents, camera, False)
         self.stats["idle_released"] += 1
-        log.info("%s: camera %s idle; its window ring was released", self.name, camera)
+        log.info("%s: camera %s idle; its frames' offsets were released (the frames stay for a window)",
+                 self.name, camera)
 
     def _drop_partitions(self, revoked: set) -> None:
         """Partitions went to another member: forget their cameras here (frames in rings, queued

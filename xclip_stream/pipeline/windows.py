@@ -94,6 +94,10 @@ class WindowBuffer:
         self._emitted += 1
         return window
 
+    def seqs(self) -> list[int]:
+        """The seqs of the frames in the ring, oldest first."""
+        return [seq for seq, *_ in self._ring]
+
     def reset(self) -> None:
         """Forget buffered frames (the next window starts fresh, after a full ring)."""
         while self._ring:
