@@ -266,17 +266,33 @@ def perturbed_checkpoint(dest: Path, logit_scale_step: float = 0.7) -> Path:
 
 
 def scored_twice(events: list[dict]) -> dict:
-    """Score events sharing an event_id (one window published twice): how many, and those whose
-    checkpoints or logits differ (a window scored twice with different results)."""
+    """Score events sharing an event_id (one window published twice). ``differing``: the same
+    checkpoint gave different logits or top labels (a window scored twice with different results);
+    ``across_checkpoints``: a window published by one checkpoint and again by another (re-read
+    after a member died, with a roll in between: at-least-once across the roll, told apart by the
+    events' ``checkpoint``). Each with its camera and what differs."""
     by_id: dict[str, list[dict]] = {}
     for e in events:
         if e.get("event_type") == "xclip.window.scores":
             by_id.setdefault(e["event_id"], []).append(e)
     twice = {i: evs for i, evs in by_id.items() if len(evs) > 1}
-    differing = sorted(i for i, evs in twice.items()
-                       if len({e.get("checkpoint") for e in evs}) > 1
-                       or any(abs(e["logits"][k] - evs[0]["logits"][k]) > 1e-3 for e in evs for k in e["logits"]))
-    return {"event_ids_seen_twice": len(twice), "differing": differing[:10], "differing_count": len(differing)}
+    differing, across = [], []
+    for i, evs in sorted(twice.items()):
+        detail = {"event_id": i, "camera": evs[0]["camera_id"], "checkpoints": [e.get("checkpoint") for e in evs],
+                  "top_labels": [e["top_label"] for e in evs],
+                  "max_logit_diff": round(max(abs(e["logits"][k] - evs[0]["logits"][k]) for e in evs
+                                              for k in e["logits"]), 6)}
+        for checkpoint in {e.get("checkpoint") for e in evs}:
+            same = [e for e in evs if e.get("checkpoint") == checkpoint]
+            if any(e["top_label"] != same[0]["top_label"] or abs(e["logits"][k] - same[0]["logits"][k]) > 1e-3
+                   for e in same for k in e["logits"]):
+                differing.append(detail)
+                break
+        else:
+            if len({e.get("checkpoint") for e in evs}) > 1:
+                across.append(detail)
+    return {"event_ids_seen_twice": len(twice), "differing": differing[:10], "differing_count": len(differing),
+            "across_checkpoints": across[:10], "across_checkpoints_count": len(across)}
 
 
 def model_roll(ctx: dict, watch: Watch, limit_s: float = 180.0) -> dict:
