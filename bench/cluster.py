@@ -25,8 +25,9 @@ events topic as in bench/fault_accounting.py.
   scored each window, and no window may be scored twice with different results.
 
 Steps joined with "+" run one after another on one cluster (``model_roll+streams_node_lost``: the
-test in make test). Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when a scenario lost a
-window, failed, scored a window twice with different results, or a camera stayed silent.
+test in make test). Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when
+a scenario lost a window, failed, had one checkpoint score a window two ways, or a camera stayed
+silent.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def load_rise(ctx: dict, watch: Watch, extra: int = 8, hold_s: float = 40.0, sca
               idle_s: float = 150.0, both_s: float = 20.0) -> dict:
     """``extra`` cameras added through the control topic (more actors than one stream node's slots,
     more windows in flight than one replica's target): held ``hold_s``, or up to ``scale_s`` until
-    Serve runs a second replica on a second replica node and ``both_s`` more; removed; then up to ``idle_s`` for the
-    second replica and the idle nodes to go. Seconds from the add (or the removal) to each change."""
+    Serve runs a second replica on a second replica node and ``both_s`` more; removed; then up to
+    ``idle_s`` for the second replica and the idle nodes to go. Seconds from the add (or the removal) to each change."""
     mjpeg = next(url for cid, url in ctx["urls"].items() if cid.startswith("mjpeg"))
     ids = [f"added-cam-{i + 1}" for i in range(extra)]
     before = watch.sample()
