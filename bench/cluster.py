@@ -337,7 +337,9 @@ def model_roll(ctx: dict, watch: Watch, limit_s: float = 180.0) -> dict:
             "old_windows_after_submit": len(old_after), "new_windows": len(by(new_digest)),
             "unnamed_windows_after_submit": sum(1 for e in after if not e.get("checkpoint")),
             "failed_after_submit": sum(1 for e in reader.events[seen:] if e.get("event_type") == "xclip.window.failed"),
-            "models_after": sorted({e.get("model", "") for e in after})}
+            "models_after": sorted({e.get("model", "") for e in after}),
+            "pipeline_actors_after": sorted(a["name"] for a in ctx["service"].actors()
+                                            if a["class"] in PIPELINE_ACTORS)}
 
 
 STEPS = {"core": None, "load_rise": load_rise, "streams_node_lost": streams_node_lost,
