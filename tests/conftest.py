@@ -24,6 +24,8 @@ from xclip_stream.model.tokenizer import clip_vocab_from_bpe, write_vocab_files
 pytest_plugins = ["tests.camera_fixtures", "tests.kafka_fixtures", "tests.kafka_security_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"
+BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 
 # `make test` runs two pytest-xdist workers (--dist loadgroup). The tests that start a Ray cluster
 # run one after another on one worker (a 2-core machine holds one pipeline at the timing its tests
@@ -46,8 +48,6 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
-OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"
-BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 
 
 def _open_clip_wheel() -> Path:
