@@ -44,6 +44,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
+    # Ray starts its workers at nice 15 so that its daemons stay responsive on a busy node. Beside
+    # the other xdist worker (nice 0), the replica and the members then got a sliver of a core: a
+    # replica took minutes to start, and the timed pipeline tests failed. Here they share fairly.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 

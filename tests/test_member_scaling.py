@@ -209,6 +209,21 @@ def test_lag_probe_measures_a_group_from_outside_it(kafka_bootstrap, kafka_topic
 
 # -- end to end: real Ray, Serve and Tansu --------------------------------------------------------
 
+def members_health(topic: str, most: int) -> dict:
+    """What each running member of the topic reports about its offsets (for a failure's message)."""
+    keys = ("records", "windows", "windows_scored", "pending", "commits", "commit_failures", "revocations",
+            "outstanding", "idle_released", "last_error")
+    out = {}
+    for member in range(most):
+        try:
+            health = ray.get(ray.get_actor(f"xclip:frames:{topic}#{member}:0").health.remote(), timeout=5)
+        except (ValueError, ray.exceptions.RayError) as e:
+            out[member] = type(e).__name__
+            continue
+        out[member] = {k: health.get(k) for k in keys}
+    return out
+
+
 def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session, slow_checkpoint, kafka_bootstrap,
                                                                     kafka_topic, caplog):
     """A backlog the model takes seconds to score (``slow_checkpoint``): a lone member cannot race
@@ -244,7 +259,9 @@ def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session,
                 break
         else:
             missing = {c: sorted(set(windows) - {w["first_seq"] for w in scores.get(c, [])}) for c in cameras}
-            pytest.fail(f"windows missing {missing}, or the members did not come back to 1:\n{caplog.text}")
+            pytest.fail(f"windows missing {missing}, or the members did not come back to 1; committed "
+                        f"{committed(kafka_bootstrap, kafka_topic)}; members {members_health(frames_topic, 3)}:\n"
+                        f"{caplog.text}")
         deadline = time.monotonic() + 30  # idle cameras release their rings' last frames
         while time.monotonic() < deadline and sorted(committed(kafka_bootstrap, kafka_topic).values()) != [count] * 4:
             time.sleep(0.5)
