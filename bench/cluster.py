@@ -232,7 +232,8 @@ def _after_peak(watch: Watch, began: float, origin: float, key: str, holds) -> f
 
 def streams_node_lost(ctx: dict, watch: Watch, limit_s: float = 120.0) -> dict:
     """The stream node with the most pipeline actors loses its raylet; seconds until every pipeline
-    actor runs again (on another node)."""
+    actor runs again (on another node), and each lost camera's ``restarted`` report (the gap, from
+    the loss found to its new actor's first frame)."""
     service = ctx["service"]
     actors = [a for a in service.actors() if a["class"] in PIPELINE_ACTORS]
     victim = Counter(a["node_id"] for a in actors).most_common(1)[0][0]
@@ -246,8 +247,16 @@ def streams_node_lost(ctx: dict, watch: Watch, limit_s: float = 120.0) -> dict:
         return len(now) >= len(actors) and all(a["node_id"] != victim for a in now)
 
     recovered = watch.wait(limit_s, back)
-    return {"node_lost": victim[:12], "actors_on_it": lost, "recovered_s": round(watch.at() - began, 1) if recovered
-            else None, "placement_after": placement(service)}
+    recovered_s = round(watch.at() - began, 1) if recovered else None
+    cameras = {name.split(":")[2] for name in lost if name.startswith("xclip:camera:")}
+
+    def reports() -> dict[str, float]:
+        return {e["camera_id"]: round(e["gap_end"] - e["gap_start"], 1) for e in ctx["reader"].events
+                if e.get("event_type") == "xclip.stream.restarted" and e.get("camera_id") in cameras}
+
+    watch.wait(30.0, lambda: set(reports()) >= cameras)  # sent with each new actor's first frame
+    return {"node_lost": victim[:12], "actors_on_it": lost, "recovered_s": recovered_s,
+            "restarted_gap_s": reports(), "placement_after": placement(service)}
 
 
 def perturbed_checkpoint(dest: Path, logit_scale_step: float = 0.7) -> Path:
@@ -448,6 +457,9 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             result["first_window_s"] = watch.at()
             publisher.thread.start()
             watch.wait(flow_s)
+            # every pipeline actor placed (a loaded machine constructs the last ones after the first window)
+            actors = len(pipeline["cameras"]) + sum(f.get("members", 1) for f in pipeline["kafka"]["frames"])
+            watch.wait(STARTUP_LIMIT_S, lambda: sum(a["class"] in PIPELINE_ACTORS for a in service.actors()) >= actors)
             result["placement"] = placement(service)
             ctx = {"service": service, "bootstrap": bootstrap, "urls": urls, "secret": secret,
                    "control_topic": pipeline["kafka"]["control_topic"], "reader": reader, "work": work,
@@ -477,6 +489,7 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
                    "windows": sum(r["windows"] for r in cameras.values()),
                    "duplicates": sum(r["duplicates"] for r in cameras.values()),
                    "lost": sum(r["lost"] for r in cameras.values()),
+                   "lost_with_actor": sum(r.get("lost_with_actor", 0) for r in cameras.values()),
                    # the accounting's step-based "lost" for topic cameras, less the holes the sampler
                    # or a pause explain (topic_holes); live cameras' lost as counted
                    "lost_unexplained": sum(r["lost"] for c, r in cameras.items() if "published" not in r)

@@ -56,7 +56,7 @@ def account(events: list[dict], published: dict[str, int], gaps: dict[str, list[
     rows = {}
     for camera, evs in sorted(per_camera.items()):
         ids = defaultdict(int)
-        windows, runs, dropped_in_run, run = set(), [], [], -1
+        windows, runs, dropped_in_run, restarted_after, run = set(), [], [], set(), -1
         for e in evs:
             kind = e.get("event_type", "")
             if kind in ("xclip.window.scores", "xclip.window.failed"):
@@ -72,6 +72,8 @@ def account(events: list[dict], published: dict[str, int], gaps: dict[str, list[
                 windows.add((run, e["first_seq"], e["last_seq"]))
             elif kind == "xclip.stream.dropped" and run >= 0:
                 dropped_in_run[run] = max(dropped_in_run[run], e["stats"]["windows_dropped"])
+            elif kind == "xclip.stream.restarted" and run >= 0:  # the run so far ended with its actor lost
+                restarted_after.add(run)
         row = {"windows": len(windows), "score_events": sum(ids.values()),
                "duplicates": sum(n - 1 for n in ids.values()), "runs": len(runs)}
         if camera.startswith(TOPIC_CAMERA):
@@ -83,9 +85,12 @@ def account(events: list[dict], published: dict[str, int], gaps: dict[str, list[
             if done is not None:  # frames after the commit point: the next member reads them again
                 row["committed_seq"], row["unconsumed"] = done, max(0, row["published"] - 1 - done)
         else:
-            missing = sum(max(r) + 1 - len(r) for r in runs if r)
+            unreported = [max(0, max(r) + 1 - len(r) - d) for r, d in zip(runs, dropped_in_run) if r]
             row["dropped"] = sum(dropped_in_run)
-            row["lost"] = max(0, missing - row["dropped"])
+            row["lost"] = sum(n for i, n in enumerate(unreported) if i not in restarted_after)
+            # a run whose actor was lost, as the next one reported ("restarted"): the windows it held,
+            # and any it dropped after its last drop report, went with it
+            row["lost_with_actor"] = sum(n for i, n in enumerate(unreported) if i in restarted_after)
         rows[camera] = row
     return rows
 

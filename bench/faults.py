@@ -14,7 +14,8 @@ What is counted, per scenario, from the events a downstream consumer sees (bench
 - windows: distinct windows with a score event (or a failure event); duplicates: score events
   seen more than once (same event_id, which is deterministic per window);
 - cameras: lost = window indices missing inside one actor's run (a restarted actor numbers from 0
-  again) that the camera did not report as dropped under backpressure;
+  again) that the camera did not report as dropped under backpressure; those of a run whose actor
+  was lost (its successor reports ``restarted``) are counted apart, as lost_with_actor;
 - the frames topic: lost = frames that no window covers, past the sampling step, up to the group's
   committed offset (what the pipeline declared done); frames after it are "unconsumed": the next
   member reads them again. A member restarted from the committed offset re-reads frames, so its
@@ -374,6 +375,7 @@ def run_scenario(scenario: Scenario, before: float, after: float, drain: float =
             "score_events": sum(r["score_events"] for r in cameras.values()),
             "duplicates": sum(r["duplicates"] for r in cameras.values()), "lost": lost,
             "unconsumed": sum(r.get("unconsumed", 0) for r in cameras.values()),
+            "lost_with_actor": sum(r.get("lost_with_actor", 0) for r in cameras.values()),
             "silent": sorted(c for c, r in cameras.items() if not r["windows"]),
             "finished": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in rig.result.items()},
             "seconds": round(time.monotonic() - started, 1)}

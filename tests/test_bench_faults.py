@@ -30,7 +30,19 @@ def test_a_restarted_actor_starts_a_new_run_and_a_republished_window_is_a_duplic
     again = _score("cam", 2, 20, 27)  # the same window published twice (same event id)
     second = [_score("cam", i, 100 + 10 * i, 107 + 10 * i) for i in range(2)]  # a new actor, from 0
     rows = bench.account([*first, again, *second], {})
-    assert rows["cam"] == {"windows": 5, "score_events": 6, "duplicates": 1, "runs": 2, "dropped": 0, "lost": 0}
+    assert rows["cam"] == {"windows": 5, "score_events": 6, "duplicates": 1, "runs": 2, "dropped": 0, "lost": 0,
+                           "lost_with_actor": 0}
+
+
+def test_holes_in_a_run_whose_actor_was_lost_are_counted_apart_when_its_successor_reports_it():
+    bench = load_bench("fault_accounting")
+    first = [_score("cam", i, 10 * i, 10 * i + 7) for i in (0, 1, 2, 4)]  # 3: in the lost actor's hands
+    second = [_score("cam", i, 100 + 10 * i, 107 + 10 * i) for i in (0, 1, 3)]  # 2: not reported
+    restarted = {"event_type": "xclip.stream.restarted", "camera_id": "cam"}
+    rows = bench.account([*first, restarted, *second], {})
+    assert rows["cam"]["runs"] == 2 and rows["cam"]["lost_with_actor"] == 1 and rows["cam"]["lost"] == 1
+    rows = bench.account([*first, *second], {})  # no report: both holes are lost
+    assert rows["cam"]["lost_with_actor"] == 0 and rows["cam"]["lost"] == 2
 
 
 def test_topic_cameras_are_judged_by_frame_coverage():

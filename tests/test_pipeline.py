@@ -303,3 +303,7 @@ def test_supervisor_restarts_a_camera_actor_that_dies(ray_session, tiny_checkpoi
             assert time.monotonic() < deadline, "no window after the restart"
             time.sleep(0.2)
         ray.get_actor("xclip:camera:hall:1")  # the replacement, counted as one restart
+        # it says so: the gap runs from the loss to its first frame (the dead one's windows are gone)
+        restarted = [e for e in run.lines() if e["event_type"] == "xclip.stream.restarted"]
+        assert len(restarted) == 1 and "restart 1 " in restarted[0]["reason"], restarted
+        assert crashed_at - 1 <= restarted[0]["gap_start"] < restarted[0]["gap_end"], restarted

@@ -39,13 +39,15 @@ STOP_DELIVERY_S = 5.0  # on stop, how long undelivered events still get to reach
 @ray.remote(num_cpus=0.1, max_restarts=0)
 class CameraActor:
     def __init__(self, camera: dict, labels: dict, options: dict, model: ModelInfo, sink: SinkSpec,
-                 max_windows: int | None = None, request_timeout_s: float = 60.0):
+                 max_windows: int | None = None, request_timeout_s: float = 60.0,
+                 restarts: int = 0, lost_at: float | None = None):
         self.camera = CameraConfig.model_validate(camera)
         self.options = StreamOptions.model_validate(options)
         self.model = model
         self.sink_spec = sink
         self.max_windows = max_windows
         self.request_timeout_s = request_timeout_s
+        self.restarts, self.lost_at = restarts, lost_at  # a restart after the last actor was lost
         self.source_name = redact_url(self.camera.url)
         self.builder = EventBuilder(self.camera.id, model.name, LabelSet.model_validate(labels),
                                     self.options.continue_every)
@@ -119,6 +121,10 @@ class CameraActor:
         last_time = None
         try:
             for frame in self.source.frames(keep=self.stage.keep, sample_interval=self.stage.sampler.interval):
+                if last_time is None and self.restarts:
+                    self._send([self._stream_event(
+                        "restarted", f"restart {self.restarts} of the camera's actor: the last one failed or was lost "
+                        "with the windows it held", gap=(self.lost_at or frame.time, frame.time))])
                 if last_time is not None and frame.time - last_time > self.options.max_gap_seconds:
                     self.gaps += 1
                     self._send([self._stream_event("gap", "no frames", gap=(last_time, frame.time))])

@@ -46,6 +46,7 @@ class Worker:
     ref: object = None
     restarts: int = 0
     restart_at: float | None = None
+    lost_at: float | None = None  # wall clock: when its last actor was found dead
     ready: object = None  # until the actor is placed and constructed: its __ray_ready__ ref
     launched_at: float = 0.0
     pending_reported: bool = False
@@ -107,14 +108,16 @@ class Supervisor:
         if spec["kind"] == "camera":
             actor_class, args = CameraActor, (spec["camera"], spec["labels"], spec["options"], self.model,
                                               self.sink, self.max_windows)
+            kwargs = {"restarts": worker.restarts, "lost_at": worker.lost_at}
         else:
             actor_class, args = KafkaFramesActor, (spec["frames"], spec["labels"], spec["options"], self.model,
                                                    self.sink, spec["session_timeout_ms"], spec["member"])
+            kwargs = {}  # a restarted member re-reads from the committed offsets: nothing to report
         # Named (per start, as a dying actor may still hold its name) so operators can find it.
         options = actor_options(PlacementConfig.model_validate(spec["placement"]),
                                 f"xclip:{worker.key}:{worker.restarts}")
         worker.actor = actor_class.options(**options).remote(
-            *args, request_timeout_s=self.config.serve.request_timeout_s)
+            *args, request_timeout_s=self.config.serve.request_timeout_s, **kwargs)
         worker.ready = worker.actor.__ray_ready__.remote()
         worker.launched_at = time.monotonic()
         worker.pending_reported = False
@@ -182,6 +185,7 @@ class Supervisor:
             result = ray.get(worker.ref)
         except (RayActorError, RayTaskError) as e:
             worker.ref = None
+            worker.lost_at = time.time()
             ray.kill(worker.actor)  # a task error leaves the actor alive: end it before replacing it
             if self.stopping:
                 del self.workers[worker.key]

@@ -12,7 +12,7 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass
 
-STREAM_STATES = ("connected", "disconnected", "gap", "dropped", "ended", "failed")
+STREAM_STATES = ("connected", "disconnected", "gap", "dropped", "ended", "failed", "restarted")
 
 
 def make_event_id(*parts: object) -> str:
@@ -120,7 +120,9 @@ class StreamStats:
 class StreamEvent:
     """A change in a stream's health: connected, disconnected (with the reason), a gap in the
     frames (``gap_start``..``gap_end``, wall clock), windows dropped under backpressure, the end of a
-    file, or a stream given up on. ``source`` is the URL with any credentials redacted."""
+    file, a stream given up on, or its actor restarted after it was lost (``restarted``: the gap
+    from the loss to the new actor's first frame; the windows the lost one held were not scored).
+    ``source`` is the URL with any credentials redacted."""
 
     event_id: str
     camera_id: str
