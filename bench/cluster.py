@@ -318,7 +318,8 @@ def model_roll(ctx: dict, watch: Watch, limit_s: float = 180.0) -> dict:
     old_digest, new_digest = checkpoint_digest(DEMO_CHECKPOINT), checkpoint_digest(new)
     seen = len(reader.events)
     began = watch.at()
-    service.deploy(local_serve_config(ctx["shipped"].serve, model={"path": str(new), "precision": "auto"}))
+    service.deploy(local_serve_config(ctx["shipped"].serve, model={"path": str(new), "precision": "auto"},
+                                      autoscaling=ctx["autoscaling"]))
     submitted = time.monotonic()
 
     def by(digest: str) -> list[dict]:
@@ -414,11 +415,13 @@ def unexplained_topic_frames(holes: dict[str, list[dict]]) -> int:
 
 # -- one scenario ----------------------------------------------------------------------------------
 def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_timeout_s: float | None = None,
-                 work: Path | None = None, ray_client: bool = False) -> dict:
+                 work: Path | None = None, ray_client: bool = False, autoscaling: dict | None = None,
+                 step_args: dict[str, dict] | None = None) -> dict:
     """The core scenario, then the steps of ``name`` ("a+b": a then b; "core": none), then the drain
     and the accounting.
     ``ray_client``: the driver joins through the head's Ray Client server (``ray://``, as the driver
-    Deployment does) instead of the GCS address."""
+    Deployment does) instead of the GCS address. ``autoscaling``: Serve's, instead of
+    LOCAL_AUTOSCALING; ``step_args``: a step's keyword arguments (``{"load_rise": {"extra": 4}}``)."""
     started = time.monotonic()
     result: dict = {"scenario": name, "error": "", "local_changes": LOCAL_CHANGES}
     shipped = load_shipped()
@@ -431,7 +434,7 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
         watch = Watch(service)
         result["head_up_s"], result["watch_began_unix"] = watch.at(), round(time.time() - watch.at(), 1)
         result["nodes_at_start"] = watch.sample()
-        service.deploy(local_serve_config(shipped.serve))
+        service.deploy(local_serve_config(shipped.serve, autoscaling=autoscaling))
         from xclip_stream.pipeline.kafka_clients import create_topics
 
         create_topics(bootstrap, {FRAMES_TOPIC: TOPIC_PARTITIONS})
@@ -463,10 +466,10 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             result["placement"] = placement(service)
             ctx = {"service": service, "bootstrap": bootstrap, "urls": urls, "secret": secret,
                    "control_topic": pipeline["kafka"]["control_topic"], "reader": reader, "work": work,
-                   "shipped": shipped}
+                   "shipped": shipped, "autoscaling": autoscaling}
             for step in name.split("+"):
                 if STEPS[step] is not None:
-                    result[step] = STEPS[step](ctx, watch)
+                    result[step] = STEPS[step](ctx, watch, **(step_args or {}).get(step, {}))
                     watch.wait(flow_s / 2)
             publishing.set()
             publisher.thread.join(timeout=30)

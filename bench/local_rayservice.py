@@ -112,15 +112,16 @@ def autoscaling_config(service: dict, gcs_address: str, idle_timeout_s: float | 
     return config
 
 
-def local_serve_config(serve: dict, model: dict | None = None) -> dict:
+def local_serve_config(serve: dict, model: dict | None = None, autoscaling: dict | None = None) -> dict:
     """serveConfigV2 with the ``serve`` changes of LOCAL_CHANGES; ``model``: the application's
-    ``args.model`` instead of the shipped one (a checkpoint rolled through the config)."""
+    ``args.model`` instead of the shipped one (a checkpoint rolled through the config);
+    ``autoscaling``: instead of LOCAL_AUTOSCALING."""
     data = copy.deepcopy(serve)
     data["proxy_location"] = "Disabled"
     for app in data["applications"]:
         for deployment in app.get("deployments", []):
             if "autoscaling_config" in deployment:
-                deployment["autoscaling_config"].update(LOCAL_AUTOSCALING)
+                deployment["autoscaling_config"].update(LOCAL_AUTOSCALING if autoscaling is None else autoscaling)
         if model is not None:
             app["args"]["model"] = model
     return data
