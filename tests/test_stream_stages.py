@@ -70,26 +70,6 @@ def test_pending_windows_block_instead_of_dropping_for_files():
     assert done.wait(2) and q.get(1).index == 1 and q.dropped == 0
 
 
-def test_a_blocked_put_calls_waiting_without_the_queues_lock():
-    """A Kafka member commits what is done while its put waits for room; the callback may use the
-    queue (it runs outside its lock), and stops once the window is in."""
-    q = PendingWindows(1, drop_oldest=False)
-    q.put(window(0))
-    calls, queued = [], []
-
-    def waiting():
-        calls.append(time.monotonic())
-        queued.append(len(q))  # would deadlock if called with the lock held
-        if len(calls) == 2:
-            q.get(0)  # room: the put goes through after this call
-
-    q.put(window(1), waiting)
-    assert len(calls) == 2 and queued == [1, 1] and calls[1] - calls[0] >= 0.4
-    assert q.get(0).index == 1 and q.dropped == 0
-    q.put(window(2), waiting)  # room at once: no call
-    assert len(calls) == 2
-
-
 def test_pending_windows_close_wakes_blocked_producer_and_keeps_queued_windows():
     q = PendingWindows(1, drop_oldest=False)
     q.put(window(0))

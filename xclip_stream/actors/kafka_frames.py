@@ -91,7 +91,6 @@ class KafkaFramesActor:
         self.stats = {"records": 0, "dead_letters": 0, "windows": 0, "commits": 0, "commit_failures": 0,
                       "revocations": 0, "idle_released": 0, "cameras_dropped": 0}
         self.error = ""
-        self.last_commit = 0.0  # monotonic: the poll thread's last commit (or attempt)
         self.loop: ScoringLoop | None = None
         self.aio = None  # the actor's event loop: builders are used on it only
 
@@ -145,12 +144,7 @@ class KafkaFramesActor:
             consumer = make_consumer(self.sink_spec.bootstrap, self.spec.topic, self.spec.group_id,
                                      session_timeout_ms=self.session_timeout_ms, security=self.sink_spec.security,
                                      listener=handover, **fetch_sizes(self.spec.limits))
-            self.last_commit = time.monotonic()
-
-            def waiting() -> None:  # blocked on a full window queue: commit what is done meanwhile
-                if time.monotonic() - self.last_commit >= COMMIT_INTERVAL_S:
-                    self._commit(consumer)
-
+            last_commit = time.monotonic()
             while not self.stopping.is_set():
                 if self.delivery.congested:  # the sink is behind or down: read no more (dead letters)
                     self.stopping.wait(0.1)
@@ -165,12 +159,13 @@ class KafkaFramesActor:
                     if tp in handover.rewound:  # read again from the rewound position
                         continue
                     for record in records:
-                        self._consume(tp, record, waiting)
+                        self._consume(tp, record)
                 for camera in self.idle.due():
                     self.release_idle(camera)
-                if time.monotonic() - self.last_commit >= COMMIT_INTERVAL_S:
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     self.cameras.sweep()
                     self._commit(consumer)
+                    last_commit = time.monotonic()
         except QueueClosed:
             pass
         except Exception as e:  # noqa: BLE001 - reported in health; the supervisor restarts the actor
@@ -194,7 +189,7 @@ class KafkaFramesActor:
             return False
         return True
 
-    def _consume(self, tp, record, waiting=None) -> None:
+    def _consume(self, tp, record) -> None:
         self.stats["records"] += 1
         with self.lock:
             try:
@@ -233,9 +228,7 @@ class KafkaFramesActor:
                     if tp_ is not None:
                         self.tracker.release(tp_, offset)
             self.stats["windows"] += 1
-            # Blocks while the model is behind (the topic slows down), committing meanwhile: a
-            # successor after a crash or a roll then re-reads only what was not done.
-            self.pending.put(window, waiting)
+            self.pending.put(window)  # blocks while the model is behind: the topic slows down
 
     def _new_stage(self, camera: str) -> WindowStage:
         def evicted(seq: int) -> None:
@@ -279,7 +272,6 @@ class KafkaFramesActor:
             self.tracker.release(tp, offset)
 
     def _commit(self, consumer) -> None:
-        self.last_commit = time.monotonic()
         with self.lock:
             offsets = self.tracker.committable()
         if not offsets:

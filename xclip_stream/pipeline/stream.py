@@ -64,33 +64,21 @@ class PendingWindows:
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, window: FrameWindow, waiting: Callable[[], None] | None = None) -> FrameWindow | None:
-        """Queue a window; returns the window dropped to make room, if any. Raises once closed.
-        ``waiting`` is called, without the queue's lock, about every 0.5 s that ``put`` waits for
-        room (a Kafka member commits what is done meanwhile)."""
-        while True:
-            with self._cond:
-                if self._full() and not self.drop_oldest:
-                    self._cond.wait(0.5)
-                if not self._full() or self.drop_oldest:
-                    return self._append(window)
-            if waiting is not None:
-                waiting()
-
-    def _full(self) -> bool:
-        return len(self._items) >= self.capacity and not self._closed
-
-    def _append(self, window: FrameWindow) -> FrameWindow | None:
-        """With the lock held: room made (a live source drops its oldest), or closed."""
-        if self._closed:
-            raise QueueClosed("the window queue is closed")
-        dropped = None
-        if self._full():
-            dropped = self._items.popleft()
-            self.dropped += 1
-        self._items.append(window)
-        self._cond.notify_all()
-        return dropped
+    def put(self, window: FrameWindow) -> FrameWindow | None:
+        """Queue a window; returns the window dropped to make room, if any. Raises once closed."""
+        with self._cond:
+            dropped = None
+            while len(self._items) >= self.capacity and not self._closed:
+                if self.drop_oldest:
+                    dropped = self._items.popleft()
+                    self.dropped += 1
+                    break
+                self._cond.wait(0.5)
+            if self._closed:
+                raise QueueClosed("the window queue is closed")
+            self._items.append(window)
+            self._cond.notify_all()
+            return dropped
 
     def get(self, timeout: float | None = None) -> FrameWindow | None:
         """The oldest window, or None on timeout or when closed and empty."""
