@@ -80,7 +80,7 @@ def test_the_shipped_configuration_runs_on_an_autoscaling_cluster_rolls_a_checkp
     assert roll["models_after"][-1] == "demo-xclip-v2" and roll["unnamed_windows_after_submit"] == 0, roll
     assert roll["failed_after_submit"] == 0, roll
     twice = r["scored_twice"]
-    assert twice["differing_count"] == 0, twice  # one checkpoint never scored a window two ways
+    assert twice["differing_count"] == 0, f"{twice}"  # one checkpoint never scored a window two ways (in full)
     # Only a frames-topic window re-read after a hand-over (the members joining) can be published
     # twice; scored by both checkpoints, it is at-least-once across the roll, and the events say so.
     assert all(d["camera"].startswith("topic-") for d in twice["across_checkpoints"]), twice
