@@ -27,19 +27,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 
-# `make test` runs two pytest-xdist workers (--dist loadgroup). The tests that start a Ray cluster
-# run one after another on one worker (a 2-core machine holds one pipeline at the timing its tests
-# expect); the rest run on the other worker beside them, with one torch thread each.
+# `make test` runs two pytest-xdist workers (--dist loadgroup). The tests that start a local Ray
+# cluster in the test process run one after another in one group ("ray"); those that run whole
+# pipelines in processes of their own (a multi-node cluster, the demo, the CLI, the soak) in
+# another ("ray-own"). So at most two pipelines share the 2 cores at a time, and the rest of the
+# tests (one torch thread each) fill in beside them.
 RAY_MODULES = {
     "test_pipeline", "test_pipeline_faults", "test_pipeline_security", "test_replica_faults",
-    "test_frames_hardening", "test_camera_credentials", "test_placement", "test_cli_run", "test_demo",
-    "test_bench_soak", "test_ray_network", "test_cluster", "test_delivery", "test_kafka_security",
+    "test_frames_hardening", "test_camera_credentials", "test_placement", "test_ray_network",
+    "test_delivery", "test_kafka_security",
 }
+OWN_PIPELINE_MODULES = {"test_cluster", "test_demo", "test_cli_run", "test_bench_soak"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marker into the node id's @group
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES or "ray_session" in item.fixturenames:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in OWN_PIPELINE_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray-own"))
+        elif module in RAY_MODULES or "ray_session" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 
