@@ -24,8 +24,8 @@ events topic as in bench/fault_accounting.py.
   demo model with another logit scale): Serve replaces the replica; events name the checkpoint that
   scored each window, and no window may be scored twice with different results.
 
-Steps joined with "+" run one after another on one cluster (``model_roll+streams_node_lost``; make
-test runs ``model_roll``). Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when
+Steps joined with "+" run one after another on one cluster (``model_roll+streams_node_lost``: the
+test in make test). Prints a table, writes JSON (default bench/results/cluster.json), exits 1 when
 a scenario lost a window, failed, had one checkpoint score a window two ways, or a camera stayed
 silent.
 """

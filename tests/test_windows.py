@@ -36,6 +36,25 @@ def test_sampler_restarts_after_a_gap_and_when_time_runs_backwards():
         RateSampler(0)
 
 
+def test_an_absolute_sampler_read_again_from_any_kept_frame_keeps_the_same_frames():
+    """What a Kafka member re-reading a partition from a window's first frame relies on: the frames
+    kept from there on do not depend on what came before. A schedule started at the first frame
+    seen does depend on it (the member before it started elsewhere)."""
+    rng = np.random.default_rng(7)
+    times = list(1796000000.0 + np.cumsum(rng.uniform(0.09, 0.16, 400)))  # a jittery 8 fps camera
+    whole = kept_times(RateSampler(4, absolute=True), times)
+    assert 0.9 * 4 * (times[-1] - times[0]) <= len(whole) <= 4 * (times[-1] - times[0]) + 2  # partial ends
+    assert min(np.diff(whole)) > 0 and max(np.diff(whole)) <= 0.25 + 0.16 + 1e-6
+    for start in whole[1::17]:
+        i = times.index(next(t for t in times if round(t, 4) == start))
+        assert kept_times(RateSampler(4, absolute=True), times[i:]) == [t for t in whole if t >= start]
+    first = kept_times(RateSampler(4), times)
+    assert any(kept_times(RateSampler(4), times[times.index(next(t for t in times if round(t, 4) == s)):])
+               != [t for t in first if t >= s] for s in first[1::17])
+    sampler = RateSampler(4, absolute=True)  # time running backwards starts again
+    assert kept_times(sampler, [10.0, 10.1, 10.3]) == [10.0, 10.3] and kept_times(sampler, [5.0]) == [5.0]
+
+
 def frame(i: int) -> np.ndarray:
     return np.full((3, 4, 4), i % 256, dtype=np.uint8)
 

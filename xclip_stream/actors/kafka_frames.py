@@ -238,7 +238,8 @@ class KafkaFramesActor:
                     self.tracker.release(entry[0], entry[1])
 
         return WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
-                           self.options.hop, self.options.max_gap_seconds, on_evict=evicted)
+                           self.options.hop, self.options.max_gap_seconds, on_evict=evicted,
+                           absolute_sampling=True)  # a re-read cuts the same windows (RateSampler)
 
     def _busy(self, camera: str) -> bool:
         """Windows of the camera are queued or being scored: it is not evicted yet."""

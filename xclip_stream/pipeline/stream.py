@@ -35,10 +35,11 @@ class WindowStage:
         hop: int | None = None,
         max_gap_seconds: float | None = None,
         on_evict: Callable[[int], None] | None = None,
+        absolute_sampling: bool = False,
     ):
         self.camera_id = camera_id
         self.preprocess = preprocess
-        self.sampler = RateSampler(sample_fps)
+        self.sampler = RateSampler(sample_fps, absolute_sampling)
         self.buffer = WindowBuffer(camera_id, num_frames, hop or num_frames, max_gap_seconds, on_evict)
 
     def keep(self, t: float) -> bool:

@@ -9,6 +9,7 @@ window spans missing time or runs backwards.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -20,18 +21,30 @@ from ..schemas.windows import FrameWindow
 class RateSampler:
     """Keeps frames at ``fps`` by timestamp, not by count, so variable-rate and bursty sources sample
     evenly; ``fps=None`` keeps every frame. The schedule advances in whole intervals (no drift) and
-    restarts after a gap or when time runs backwards (a restarted stream)."""
+    restarts after a gap or when time runs backwards (a restarted stream).
 
-    def __init__(self, fps: float | None):
+    ``absolute``: the schedule is the grid of whole intervals of the timestamps themselves (the first
+    frame in each interval is kept), not one started at the first frame seen. A Kafka member that
+    reads a partition again from a window's first frame then keeps the frames the member before it
+    kept, so it cuts the same windows: the same event ids over the same content."""
+
+    def __init__(self, fps: float | None, absolute: bool = False):
         if fps is not None and fps <= 0:
             raise ValueError(f"sample rate must be positive frames per second, got {fps}")
         self.interval = 0.0 if fps is None else 1.0 / fps
+        self.absolute = absolute
         self._next: float | None = None
         self._last: float | None = None
 
     def keep(self, t: float) -> bool:
         restart = self._next is None or (self._last is not None and t < self._last)
         self._last = t
+        if self.absolute and self.interval:
+            slot = math.floor(t / self.interval + 0.01)  # tolerance for timestamps rounded to the time base
+            if not restart and slot < self._next:
+                return False
+            self._next = slot + 1  # the first interval a later frame is kept in
+            return True
         if restart:
             self._next = t + self.interval
             return True
