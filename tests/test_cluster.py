@@ -56,7 +56,7 @@ def test_node_types_are_the_worker_groups_as_kuberays_autoscaler_reads_them():
     assert "security" not in pipeline["kafka"] and "password" not in yaml.safe_dump(pipeline)
 
 
-@pytest.mark.timeout(600)  # about 140 s here; a loaded machine takes longer
+@pytest.mark.timeout(600)  # about 160 s in the suite here; a loaded machine takes longer
 def test_the_shipped_configuration_runs_on_an_autoscaling_cluster_rolls_a_checkpoint_and_loses_a_node(tmp_path):
     """Cameras start with no stream node: the autoscaler adds one for their slots; windows from live
     cameras and from the frames topic (two members) are scored by the replica on a replica node.
