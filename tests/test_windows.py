@@ -45,12 +45,13 @@ def test_an_absolute_sampler_read_again_from_any_kept_frame_keeps_the_same_frame
     whole = kept_times(RateSampler(4, absolute=True), times)
     assert 0.9 * 4 * (times[-1] - times[0]) <= len(whole) <= 4 * (times[-1] - times[0]) + 2  # partial ends
     assert min(np.diff(whole)) > 0 and max(np.diff(whole)) <= 0.25 + 0.16 + 1e-6
+    def from_(start: float) -> list[float]:  # the stream read again from the frame kept at ``start``
+        return times[[round(t, 4) for t in times].index(start):]
+
     for start in whole[1::17]:
-        i = times.index(next(t for t in times if round(t, 4) == start))
-        assert kept_times(RateSampler(4, absolute=True), times[i:]) == [t for t in whole if t >= start]
+        assert kept_times(RateSampler(4, absolute=True), from_(start)) == [t for t in whole if t >= start]
     first = kept_times(RateSampler(4), times)
-    assert any(kept_times(RateSampler(4), times[times.index(next(t for t in times if round(t, 4) == s)):])
-               != [t for t in first if t >= s] for s in first[1::17])
+    assert any(kept_times(RateSampler(4), from_(s)) != [t for t in first if t >= s] for s in first[1::17])
     sampler = RateSampler(4, absolute=True)  # time running backwards starts again
     assert kept_times(sampler, [10.0, 10.1, 10.3]) == [10.0, 10.3] and kept_times(sampler, [5.0]) == [5.0]
 

@@ -33,7 +33,7 @@ class RateSampler:
             raise ValueError(f"sample rate must be positive frames per second, got {fps}")
         self.interval = 0.0 if fps is None else 1.0 / fps
         self.absolute = absolute
-        self._next: float | None = None
+        self._next: float | None = None  # the next kept frame's earliest time (absolute: its interval's number)
         self._last: float | None = None
 
     def keep(self, t: float) -> bool:
