@@ -226,8 +226,9 @@ def members_health(topic: str, most: int) -> dict:
 
 def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session, slow_checkpoint, kafka_bootstrap,
                                                                     kafka_topic, caplog):
-    """A backlog the model takes seconds to score (``slow_checkpoint``): a lone member cannot race
-    through it before the added ones join, so they get partitions with records still to read."""
+    """A backlog the model takes seconds to score (``slow_checkpoint``), then more frames for as long
+    as the member added for the lag has read none: however fast the first member gets through the
+    backlog (a quick CPU, a slow worker start), the added one joins with records still to read."""
 
     from xclip_stream.pipeline.kafka_clients import create_topics
 
@@ -241,8 +242,7 @@ def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session,
                     "scale": {"max_members": 3, "lag_per_member": 20, "up_after_s": 1, "down_after_s": 2,
                               "interval_s": 0.5}}]})
     reader = TopicReader(kafka_bootstrap, events_topic)
-    windows = list(range(0, count - 3, 4))
-    second_member_records = 0
+    second_member_records, most = 0, count + 400  # at most 400 more frames a camera (~40 s)
     caplog.set_level(logging.INFO, "xclip_stream.actors.supervisor")
     with PipelineThread(config) as run:
         deadline = time.monotonic() + 240  # Ray and Serve start first: slow on a busy machine
@@ -253,6 +253,10 @@ def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session,
                 second_member_records = max(second_member_records, health["records"])
             except (ValueError, ray.exceptions.RayError):
                 pass  # not started yet, or already retired
+            if second_member_records == 0 and "members 1 -> 2 (lag " in caplog.text and count < most:
+                produce(kafka_bootstrap, frames_topic, cameras, range(count, count + 4), flush_each=True)
+                count += 4  # a window more a camera each turn (~0.3 s)
+            windows = list(range(0, count - 3, 4))
             scores = by_camera(events)
             if all({w["first_seq"] for w in scores.get(c, [])} >= set(windows) for c in cameras) \
                     and "members 2 -> 1" in caplog.text:
@@ -279,5 +283,6 @@ def test_members_follow_the_lag_up_and_back_without_losing_a_window(ray_session,
             assert ids.setdefault(w["first_seq"], w["event_id"]) == w["event_id"], (camera, w["first_seq"])
         assert sorted(ids) == windows, camera
     logging.getLogger(__name__).warning(
-        "lag scaling: %s; %d repeated windows of %d", [line for line in caplog.text.splitlines() if " -> " in line],
+        "lag scaling: %s; %d frames a camera; %d repeated windows of %d",
+        [line for line in caplog.text.splitlines() if " -> " in line], count,
         sum(len(scores[c]) for c in cameras) - len(windows) * len(cameras), len(windows) * len(cameras))
