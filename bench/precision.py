@@ -1,5 +1,5 @@
 """What reduced precision costs on trained weights: the demo model's logits in bf16 (and fp16 on a
-GPU) against float32, on held-out synthetic clips, scored as a replica scores them.
+GPU, int8 on a CPU) against float32, on held-out synthetic clips, scored as a replica scores them.
 
     .venv/bin/python bench/precision.py [--model demo] [--per-label 10] [--device auto] [--dtypes ...]
 
@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="demo", help="checkpoint folder of the demo world, or demo")
     parser.add_argument("--per-label", type=int, default=10, help="held-out clips per caption (default 10, as the model card)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--dtypes", default=None, help="comma list (default: bfloat16, and float16 on a GPU)")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma list (default: bfloat16 and float16 on a GPU, bfloat16 and int8 on a CPU)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "precision.json"))
     args = parser.parse_args(argv)
     device = pick_device(None if args.device == "auto" else args.device)
-    dtypes = (args.dtypes or ("bfloat16,float16" if device.type == "cuda" else "bfloat16")).split(",")
+    dtypes = (args.dtypes or ("bfloat16,float16" if device.type == "cuda" else "bfloat16,int8")).split(",")
     # Eager on both sides: this measures rounding, not compile's kernels (bench/model.py has those).
     scorers = {name: BatchScorer.load(args.model, device=str(device), precision=name, compile=False)
                for name in ["float32", *dtypes]}

@@ -17,17 +17,20 @@ def bench():
 
 def test_rows_compare_the_same_weights(bench, tmp_path):
     out = tmp_path / "model.json"
-    code = bench.main(["--device", "cpu", "--configs", "base32", "--batch-sizes", "1", "--dtypes", "float32",
+    code = bench.main(["--device", "cpu", "--configs", "base32", "--batch-sizes", "1", "--dtypes", "float32,int8",
                        "--seconds", "0", "--min-runs", "1", "--rounds", "1", "--max-error", "1e-5",
                        "--out", str(out)])
-    assert code == 0
+    assert code == 0  # the bound judges float32; int8's cost is bench/precision.py's
     result = json.loads(out.read_text())
     assert result["labels"] == 16 and result["frames"] == 8
-    (row,) = result["rows"]
+    row, int8 = result["rows"]
     assert (row["config"], row["dtype"], row["batch"]) == ("base32", "float32", 1)
     assert row["rel_error_vs_ref_fp32"] < 1e-5 and row["ref_rel_error_vs_ref_fp32"] == 0.0
     assert row["ours_clips_per_s"] > 0 and row["ref_clips_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["ref_ms_per_batch"] / row["ours_ms_per_batch"], rel=0.02)
+    # int8 against transformers' float32 (it has no int8): rounded, but the same model
+    assert (int8["dtype"], int8["ref_rel_error_vs_ref_fp32"]) == ("int8", 0.0)
+    assert 0 < int8["embed_rel_error_vs_ref_fp32"] < 0.1, int8
 
 
 def test_label_tokens_are_clip_shaped(bench):

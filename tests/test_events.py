@@ -108,6 +108,10 @@ def test_config_errors_name_every_problem(tmp_path):
         parse_config({"model": {"path": "m"}, "cameras": [{"id": "c", "url": "x", "labels": "night"}]})
     with pytest.raises(ConfigError, match="no sources"):
         parse_config({"model": {"path": "m"}, "labels": {"labels": ["a"]}})
+    camera = {"labels": {"labels": ["a"]}, "cameras": [{"id": "c", "url": "x"}]}
+    assert parse_config({"model": {"path": "m", "precision": "int8"}, **camera}).model.precision == "int8"
+    with pytest.raises(ConfigError, match=r"model.precision.*'int8'"):  # the choices named
+        parse_config({"model": {"path": "m", "precision": "int4"}, **camera})
     with pytest.raises(ConfigError, match=r"off \(0.9\) must not exceed on"):
         parse_config({"model": {"path": "m"}, "labels": {"labels": ["a"],
                       "default_thresholds": {"on": 0.5, "off": 0.9}}, "cameras": [{"id": "c", "url": "x"}]})

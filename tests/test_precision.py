@@ -1,6 +1,7 @@
 """Reduced precision: bf16 autocast and bf16 weights run (LayerNorm statistics and the final scores stay
-float32) and stay as close to float32 as transformers itself does. On CPU this exercises the code paths
-the GPU uses; speed is measured in bench/."""
+float32) and stay as close to float32 as transformers itself does; int8 runs every Linear layer of the
+video side in int8 on CPUs. On CPU this exercises the code paths the GPU uses; speed is measured in
+bench/, and what int8 and bf16 cost on trained weights in bench/precision.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import transformers
 
 from xclip_stream.model import XCLIPModel
 from xclip_stream.model.processor import XCLIPVideoProcessor
-from xclip_stream.pipeline.scoring import BatchScorer, auto_precision
+from xclip_stream.model.quantize import int8_linears
+from xclip_stream.pipeline.scoring import BatchScorer, auto_precision, check_precision
 
 from .test_model_parity import hf_config, make_inputs, perturbed
 
@@ -145,3 +147,37 @@ def test_auto_scorer_takes_the_device_s_precision(pair):
     assert scorer.precision == auto_precision(torch.device("cpu"))
     dtypes = {p.dtype for p in scorer.encoder.model.parameters()}
     assert dtypes == {torch.bfloat16 if scorer.precision == "bfloat16" else torch.float32}
+
+
+def test_int8_scorer_runs_every_linear_of_the_video_side_in_int8(pair):
+    """int8 weights (one scale per output channel), float32 between the GEMMs: every Linear the
+    encoder's copy runs is quantized, none is left in float32, the caller's model is untouched, and
+    the logits stay near float32's (what it costs on trained weights: bench/precision.py)."""
+    ours, ref, _ = pair
+    ids, mask, _ = make_inputs(ours.config)
+    v = ours.config.vision_config
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (2, v.num_frames, 3, v.image_size, v.image_size), dtype=torch.uint8, generator=g)
+    scorer = BatchScorer(ours, processor=None, precision="int8")
+    copy_ = scorer.encoder.model
+    assert scorer.encoder.dtype is None and copy_.text_model is None  # float32 activations
+    assert not any(isinstance(m, torch.nn.Linear) for m in copy_.modules())  # every one quantized
+    fused = sum(hasattr(m, "qkv_proj") for m in copy_.modules())
+    used = sum(isinstance(m, torch.nn.Linear) for name, m in ours.named_modules()
+               if not name.startswith("text_model.")) - 2 * fused  # q, k, v -> one qkv_proj per layer
+    assert fused > 0 and int8_linears(copy_) == used
+    assert int8_linears(ours) == 0 and hasattr(ours.vision_model.encoder.layers[0].self_attn, "q_proj")
+    pixels = XCLIPVideoProcessor().normalize(frames)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_video
+        scorer.remember(("a", "b", "c"), ours.get_text_features(input_ids=ids, attention_mask=mask))
+    got = torch.tensor(scorer.score(list(frames.numpy()), [("a", "b", "c")] * 2))
+    assert 0 < cosine_err(ours, got, want) < 0.05, cosine_err(ours, got, want)
+
+
+def test_int8_is_refused_off_the_cpu_and_unknown_precisions_are_named():
+    check_precision("int8", torch.device("cpu"))
+    with pytest.raises(ValueError, match="int8 runs on CPUs only.*not on cuda.*bfloat16 or float16"):
+        check_precision("int8", torch.device("cuda"))
+    with pytest.raises(ValueError, match="one of .*'int8'.* got 'int4'"):
+        check_precision("int4", torch.device("cpu"))

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     c.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="compute precision (default float32, exact); bfloat16/float16 score on a copy of the "
-                        "video side cast to that dtype, as a replica does")
+                        "video side cast to that dtype, int8 (CPUs) on a copy with int8 Linear layers, as a "
+                        "replica does")
 
     r = commands.add_parser(
         "run",

@@ -3,6 +3,8 @@
 What a replica does on every batch, so everything here is about not wasting the device:
 
 * normalisation runs on the device from uint8 (a quarter of float32's bytes cross the bus);
+* on a CPU, ``int8`` runs the copy's Linear layers as dynamically quantized int8 GEMMs
+  (``model.quantize``), the rest in float32;
 * in bf16/fp16 the encoder is a copy of the model cast once to that dtype, not autocast over float32
   weights, which would cast every weight on every call and upcast around every LayerNorm; LayerNorm
   and softmax statistics stay float32 inside their kernels;
@@ -36,6 +38,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..model import XCLIPModel
+from ..model.quantize import quantize_linears
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +71,11 @@ class VideoEncoder:
         self.device = next(model.parameters()).device
         if self.device.type == "cuda" or dtype not in (None, torch.float32):
             # Our own copy, cast once and with fused q/k/v; the caller keeps its float32 model.
-            model = copy.deepcopy(model).to(dtype or torch.float32)
+            model = copy.deepcopy(model).to(torch.float32 if dtype in (None, torch.qint8) else dtype)
             model.text_model = None  # labels come encoded
             model.fuse_for_inference()
+        if dtype == torch.qint8:  # int8 weights, float32 activations between the GEMMs
+            model, dtype = quantize_linears(model), None
         self.model = model.eval()
         self.dtype = dtype
         self.shift, self.scale = (t.to(self.device) for t in normalization)

@@ -28,7 +28,8 @@ from .model_check import DEFAULT_MAX_LABELS, LabelChecker, ModelMismatch, check_
 log = logging.getLogger(__name__)
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo-xclip"
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# int8: int8 weights with float32 activations (dynamic quantization of the Linear layers), CPUs only
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.qint8}
 
 
 def resolve_model_path(path: str) -> Path:
@@ -102,6 +103,15 @@ def _cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """A precision the device can run, or a ValueError that says what to choose instead."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision int8 runs on CPUs only (dynamically quantized GEMMs), not on {device.type}; "
+                         "use bfloat16 or float16 there (or auto)")
+
+
 class NonFiniteScores(ValueError):
     """The model gave NaN or inf logits for a window: a broken checkpoint, an overflow at this
     precision on this input, or a faulty device. Never published as scores."""
@@ -129,8 +139,7 @@ class BatchScorer:
         self.device = next(model.parameters()).device
         if precision == "auto":
             precision = auto_precision(self.device)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}")
+        check_precision(precision, self.device)
         self.precision = precision
         self.num_frames = model.config.vision_config.num_frames
         self.image_size = model.config.vision_config.image_size
