@@ -6,9 +6,14 @@ scale per output channel and quantizes its input on each call (one scale per ten
 runs on int8 dot products (fbgemm on x86: AVX2 everywhere, VNNI where present) and comes back as
 float32. Everything else stays float32: the patch embedding, LayerNorm, GELU, attention's
 softmax(QK^T)V, the cosines.
+
+PyTorch has announced that its quantized tensors (what these layers hold) go in a later release;
+the warning it prints for each one is silenced here once, and the README says so.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -24,7 +29,10 @@ def quantize_linears(model: nn.Module) -> nn.Module:
             for name in ("q_proj", "k_proj", "v_proj"):
                 setattr(module, name, None)
     spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                                category=UserWarning)
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
 def int8_linears(model: nn.Module) -> int:
