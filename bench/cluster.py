@@ -175,21 +175,29 @@ def _first(watch: Watch, after: float, holds) -> float | None:
 
 
 def load_rise(ctx: dict, watch: Watch, extra: int = 8, hold_s: float = 40.0, scale_s: float = 150.0,
-              idle_s: float = 150.0, both_s: float = 20.0) -> dict:
+              idle_s: float = 150.0, both_s: float = 20.0, until: str = "running") -> dict:
     """``extra`` cameras added through the control topic (more actors than one stream node's slots,
     more windows in flight than one replica's target): held ``hold_s``, or up to ``scale_s`` until
-    Serve runs a second replica on a second replica node and ``both_s`` more; removed; then up to
-    ``idle_s`` for the second replica and the idle nodes to go. Seconds from the add (or the removal) to each change."""
+    a second stream node runs, Serve runs a second replica on a second replica node (``until``
+    "running"; "node": until that replica's node is added) and every added camera has had a window
+    scored, and ``both_s`` more; removed; then up to
+    ``idle_s`` for the second replica and the idle nodes to go (``shrunk``: they went). Seconds from
+    the add (or the removal) to each change."""
+    if until not in ("running", "node"):
+        raise ValueError(f"until must be running or node, not {until!r}")
     mjpeg = next(url for cid, url in ctx["urls"].items() if cid.startswith("mjpeg"))
     ids = [f"added-cam-{i + 1}" for i in range(extra)]
     before = watch.sample()
-    began = watch.at()
+    began, seen = watch.at(), len(ctx["reader"].events)
     _send_control(ctx["bootstrap"], ctx["control_topic"], ctx["secret"],
                   [{"op": "add_camera", "camera": {"id": cid, "url": mjpeg}} for cid in ids])
 
     def grown() -> bool:
         now = watch.timeline[-1]
-        return now["streams"] > before["streams"] and now["serve_running"] > before["serve_running"]
+        replica = now["serve_running"] > before["serve_running"] if until == "running" \
+            else now["replicas"] > before["replicas"]
+        scored = {e.get("camera_id") for e in ctx["reader"].events[seen:] if e.get("event_type") == "xclip.window.scores"}
+        return now["streams"] > before["streams"] and replica and scored >= set(ids)  # every added camera scored
 
     watch.wait(scale_s, grown)
     watch.wait(max(both_s, hold_s - (watch.at() - began)))  # both replicas take windows a while
@@ -202,8 +210,8 @@ def load_rise(ctx: dict, watch: Watch, extra: int = 8, hold_s: float = 40.0, sca
         now = watch.timeline[-1]
         return all(now[k] <= before[k] for k in ("streams", "replicas", "serve_running", "serve_starting"))
 
-    watch.wait(idle_s, shrunk)
-    return {"added": ids, "before": before, "placement_with_added": running,
+    gone = watch.wait(idle_s, shrunk)
+    return {"added": ids, "before": before, "placement_with_added": running, "shrunk": gone,
             "load_with_added_max": max((v for t, v in watch.load if began <= t <= removed_at), default=None),
             "stream_node_added_s": _first(watch, began, lambda p: p["streams"] > before["streams"]),
             "replica_wanted_s": _first(watch, began, lambda p: p["serve_running"] + p["serve_starting"]
