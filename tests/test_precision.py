@@ -24,6 +24,13 @@ def cosine_err(model, got, want) -> float:
     return ((got.float() - want).abs().max() / model.logit_scale.exp()).item()
 
 
+def uint8_windows(config, batch: int = 2, seed: int = 3) -> torch.Tensor:
+    """(B, T, 3, S, S) random uint8 frames, as streams send a replica."""
+    v = config.vision_config
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, v.num_frames, 3, v.image_size, v.image_size), dtype=torch.uint8, generator=g)
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """(our model, transformers' model) with the same weights."""
@@ -92,9 +99,7 @@ def test_scorer_bf16_video_encoder_no_worse_than_transformers(pair):
     layout (LayerNorm statistics float32 inside the kernel), from uint8, scored on that copy."""
     ours, ref, _ = pair
     ids, mask, _ = make_inputs(ours.config)
-    v = ours.config.vision_config
-    g = torch.Generator().manual_seed(3)
-    frames = torch.randint(0, 256, (2, v.num_frames, 3, v.image_size, v.image_size), dtype=torch.uint8, generator=g)
+    frames = uint8_windows(ours.config)
     scorer = BatchScorer(ours, processor=None, precision="bfloat16")
     assert {p.dtype for p in scorer.encoder.model.parameters()} == {torch.bfloat16}
     assert scorer.encoder.model.vision_model.embeddings.patch_gemm and scorer.encoder.model.text_model is None
@@ -155,9 +160,7 @@ def test_int8_scorer_runs_every_linear_of_the_video_side_in_int8(pair):
     the logits stay near float32's (what it costs on trained weights: bench/precision.py)."""
     ours, ref, _ = pair
     ids, mask, _ = make_inputs(ours.config)
-    v = ours.config.vision_config
-    g = torch.Generator().manual_seed(3)
-    frames = torch.randint(0, 256, (2, v.num_frames, 3, v.image_size, v.image_size), dtype=torch.uint8, generator=g)
+    frames = uint8_windows(ours.config)
     scorer = BatchScorer(ours, processor=None, precision="int8")
     copy_ = scorer.encoder.model
     assert scorer.encoder.dtype is None and copy_.text_model is None  # float32 activations
