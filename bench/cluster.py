@@ -180,9 +180,8 @@ def load_rise(ctx: dict, watch: Watch, extra: int = 8, hold_s: float = 40.0, sca
     more windows in flight than one replica's target): held ``hold_s``, or up to ``scale_s`` until
     a second stream node runs, Serve runs a second replica on a second replica node (``until``
     "running"; "node": until that replica's node is added) and every added camera has had a window
-    scored, and ``both_s`` more; removed; then up to
-    ``idle_s`` for the second replica and the idle nodes to go (``shrunk``: they went). Seconds from
-    the add (or the removal) to each change."""
+    scored, and ``both_s`` more; removed; then up to ``idle_s`` for the second replica and the idle
+    nodes to go (``shrunk``: they went). Seconds from the add (or the removal) to each change."""
     if until not in ("running", "node"):
         raise ValueError(f"until must be running or node, not {until!r}")
     mjpeg = next(url for cid, url in ctx["urls"].items() if cid.startswith("mjpeg"))
