@@ -82,7 +82,8 @@ def through_serve(callers: list, seconds: float, inflight: int, replica) -> dict
     batches = replica.info.remote().result()["batches"] - batches_before
     latencies = sorted(t for r in results for t in r["latencies"])
     errors = [e for r in results for e in r["errors"]]
-    return {"windows": len(latencies), "seconds": elapsed, "batches": batches, "errors": errors,
+    return {"windows": len(latencies), "seconds": elapsed, "errors": errors,
+            "mean_batch": len(latencies) / batches if batches else None,
             "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else None,
             "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None}
 
@@ -106,7 +107,7 @@ def row(round_: int, args, serve_run: dict, direct_run: dict, at_formed: dict) -
     return {"round": round_, "callers": args.callers, "inflight": args.inflight, "batch": args.batch,
             "serve_windows_per_s": round(serve_rate, 2), "direct_windows_per_s": round(direct_rate, 2),
             "serve_over_direct": round(serve_rate / direct_rate, 3),
-            "mean_serve_batch": round(serve_run["windows"] / serve_run["batches"], 2) if serve_run["batches"] else None,
+            "mean_serve_batch": round(serve_run["mean_batch"], 2) if serve_run["mean_batch"] else None,
             "direct_at_serve_batch_windows_per_s": round(formed_rate, 2),
             "p50_ms": round(serve_run["p50_ms"], 2) if serve_run["p50_ms"] is not None else None,
             "p99_ms": round(serve_run["p99_ms"], 2) if serve_run["p99_ms"] is not None else None,
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             d = direct(scorer, window, args.batch, args.seconds)
             s = through_serve(callers, args.seconds, args.inflight, replica)
-            formed = max(1, round(s["windows"] / s["batches"])) if s["batches"] else 1
+            formed = max(1, round(s["mean_batch"] or 1))
             rows.append(row(r, args, s, d, direct(scorer, window, formed, args.seconds / 2)))
             print(format_row(rows[-1]), flush=True)
     finally:
