@@ -265,11 +265,27 @@ def replica_killed(rig: Rig) -> str:
     return "the Serve replica killed (Serve starts another)"
 
 
+def _camera_actor(camera_prefix: str):
+    """The actor holding a camera: its own (``xclip:camera:{id}:{n}``) or one it shares (``xclip:cameras:{n}``)."""
+    import ray
+
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        actor = ray.get_actor(entry["name"], namespace=entry["namespace"])
+        if entry["name"].startswith(f"xclip:camera:{camera_prefix}") or (
+                entry["name"].startswith("xclip:cameras:")
+                and any(c.startswith(camera_prefix) for c in ray.get(actor.cameras.remote(), timeout=10))):
+            return actor, entry["name"]
+    raise LookupError(f"no running actor holds a camera named like {camera_prefix!r}")
+
+
 def camera_killed(rig: Rig) -> str:
     import ray
 
-    ray.kill(_ray_actor(r"^xclip:camera:mjpeg"), no_restart=True)
-    return "the MJPEG camera's actor killed (the supervisor restarts it)"
+    actor, name = _camera_actor("mjpeg")
+    cameras = ray.get(actor.cameras.remote(), timeout=10)
+    ray.kill(actor, no_restart=True)
+    return f"the MJPEG camera's actor killed, with the cameras it held ({', '.join(sorted(cameras))}; " \
+           "the supervisor restarts them)"
 
 
 def member_killed(rig: Rig) -> str:

@@ -2,10 +2,12 @@
 decode + sample + preprocess + window path against bare PyAV decoding of the same media.
 
     .venv/bin/python bench/pipeline.py [--model base32|small|DIR] [--streams 1,2,3,4] [--seconds 30]
+                                       [--per-process 1,auto]
 
-Everything runs in one process tree on whatever machine this is: Ray, the Serve replica(s), one
-camera actor per stream. Each stream is a 640x480 15 fps H.264 file looped and paced at its own
-frame rate (a live camera). A stream count "runs in real time" when, over the measured seconds
+Everything runs in one process tree on whatever machine this is: Ray, the Serve replica(s), the
+camera actors (``--per-process``: cameras per actor process, each value run in turn at every stream
+count until it falls behind, with the camera processes' memory and CPU per camera). Each stream is
+a 640x480 15 fps H.264 file looped and paced at its own frame rate (a live camera). A stream count "runs in real time" when, over the measured seconds
 (counted from the moment every stream has published a window), at least 95% of the windows the
 cameras produce were scored, none was dropped, and p99 frame-to-event latency stayed under one
 window hop (no window waits for the next one). Prints a table and writes bench/results/pipeline.json.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from decode import machine, write_json, write_media  # noqa: E402
+from soak import _children, _title  # noqa: E402
 
 from xclip_stream.actors.runner import init_ray, run_pipeline  # noqa: E402
 from xclip_stream.model import XCLIPConfig, XCLIPModel, XCLIPTextConfig, XCLIPVisionConfig  # noqa: E402
@@ -113,12 +116,36 @@ class _Events(io.TextIOBase):
         return len(text)
 
 
+def camera_usage() -> dict:
+    """The camera actors' processes now: how many, their resident and proportional (shared pages
+    split between the processes sharing them) memory in MiB, and CPU seconds used so far, from /proc."""
+    rss = pss = cpu = 0.0
+    processes = 0
+    for pid in _children(os.getpid()):
+        if not _title(pid).startswith("ray::CameraActor"):
+            continue
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                fields = dict(line.split()[:2] for line in f if line.split()[0] in ("Rss:", "Pss:"))
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        processes += 1
+        rss, pss = rss + int(fields["Rss:"]) / 1024, pss + int(fields["Pss:"]) / 1024
+        ticks = stat[stat.rindex(")") + 2:].split()[11:13]  # utime, stime
+        cpu += sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
+    return {"processes": processes, "rss_mb": round(rss, 1), "pss_mb": round(pss, 1), "cpu_s": cpu}
+
+
 def live_run(path: Path, model: Path, streams: int, seconds: float, sample_fps: float, replicas: int,
-             threads: int | None) -> dict:
-    """Run ``streams`` live cameras; measure ``seconds`` of steady state, starting once every camera
-    has published a window (so actor start-up and model warm-up are not counted)."""
+             threads: int | None, per_process: int | str = 1) -> dict:
+    """Run ``streams`` live cameras, ``per_process`` to an actor process; measure ``seconds`` of
+    steady state, starting once every camera has published a window (so actor start-up and model
+    warm-up are not counted), and the camera processes' memory halfway through."""
     info = ModelInfo.read(str(model))
     config = parse_config({
+        "placement": {"cameras_per_process": per_process},
         "model": {"path": str(model)},
         "serve": {"replicas": replicas, "num_cpus": 0.5, "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
                   "torch_threads": threads},
@@ -136,9 +163,11 @@ def live_run(path: Path, model: Path, streams: int, seconds: float, sample_fps: 
             if len(seen) == streams:
                 break
             time.sleep(0.2)
-        window["start"] = time.time()
-        stop.wait(seconds)
-        window["end"] = time.time()
+        window["start"], window["usage_start"] = time.time(), camera_usage()
+        stop.wait(seconds / 2)
+        window["memory"] = camera_usage()
+        stop.wait(seconds / 2)
+        window["end"], window["usage_end"] = time.time(), camera_usage()
         stop.set()
 
     thread = threading.Thread(target=measure, daemon=True)
@@ -155,7 +184,15 @@ def live_run(path: Path, model: Path, streams: int, seconds: float, sample_fps: 
     # Real time: every stream's windows were scored at the rate the cameras produce them, none was
     # dropped, and latency stayed bounded (a decoder or model that cannot keep up shows as both).
     realtime = bool(scored) and dropped == 0 and len(scored) >= 0.95 * nominal and p99 < hop_s * 1000
+    memory = window.get("memory", {"processes": 0, "rss_mb": 0.0, "pss_mb": 0.0})
+    measured = window["end"] - window["start"]
+    # CPU of the camera processes alive at both ends (one that died meanwhile is not counted)
+    cpu_s = window["usage_end"]["cpu_s"] - window["usage_start"]["cpu_s"] if "usage_end" in window else 0.0
     return {
+        "per_process": per_process, "camera_processes": memory["processes"],
+        "camera_cpu_pct_per_camera": round(100 * cpu_s / measured / streams, 1),
+        "camera_pss_mb_per_camera": round(memory["pss_mb"] / streams, 1),
+        "camera_rss_mb_per_camera": round(memory["rss_mb"] / streams, 1),
         "streams": streams, "measured_s": round(window["end"] - window["start"], 1), "windows": len(scored),
         "nominal_windows": round(nominal, 1),
         "windows_per_s": round(len(scored) / (window["end"] - window["start"]), 2),
@@ -173,6 +210,8 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per replica")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--per-process", default="1,auto",
+                        help="cameras per actor process to compare (placement.cameras_per_process), in turn")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"))
     args = parser.parse_args()
 
@@ -187,23 +226,32 @@ def main() -> int:
         print(f"{row['path']:<30}{row['seconds']:>9.3f}{row['frames_per_s']:>10.1f}{row['cost_vs_bare_decode']:>8.2f}")
 
     init_ray()
-    live = []
+    variants = [v if v == "auto" else int(v) for v in args.per_process.split(",")]
+    live, behind = [], set()
     for n in [int(x) for x in args.streams.split(",")]:
-        result = live_run(media, model, n, args.seconds, args.sample_fps, args.replicas, args.threads)
-        live.append(result)
-        print(f"  {n} streams: {result}", flush=True)
-        if not result["realtime"]:
+        for per_process in variants:  # side by side at each count, until a variant falls behind
+            if per_process in behind:
+                continue
+            result = live_run(media, model, n, args.seconds, args.sample_fps, args.replicas, args.threads,
+                              per_process)
+            live.append(result)
+            print(f"  {n} streams, {per_process} per process: {result}", flush=True)
+            if not result["realtime"]:
+                behind.add(per_process)
+        if behind >= set(variants):
             break
-    capacity = max((r["streams"] for r in live if r["realtime"]), default=0)
+    capacity = {str(v): max((r["streams"] for r in live if r["realtime"] and r["per_process"] == v), default=0)
+                for v in variants}
     print(f"\nLive streams ({W}x{H} {FPS} fps, sample {args.sample_fps} fps, {info.num_frames}-frame windows, "
           f"model {args.model}, {args.replicas} replica(s), {os.cpu_count()} CPUs):")
-    print(f"{'streams':>8}{'windows':>9}{'nominal':>9}{'windows/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'dropped':>9}"
-          f"{'realtime':>10}")
+    print(f"{'per proc':>9}{'streams':>8}{'procs':>6}{'windows':>9}{'nominal':>9}{'windows/s':>11}{'p50 ms':>9}"
+          f"{'p99 ms':>9}{'dropped':>9}{'CPU %/cam':>10}{'PSS MB/cam':>11}{'realtime':>10}")
     for r in live:
-        print(f"{r['streams']:>8}{r['windows']:>9}{r['nominal_windows']:>9.0f}{r['windows_per_s']:>11.2f}"
-              f"{r['latency_p50_ms']:>9.1f}{r['latency_p99_ms']:>9.1f}{r['dropped_windows']:>9}"
-              f"{'yes' if r['realtime'] else 'no':>10}")
-    print(f"\nStreams in real time: {capacity}")
+        print(f"{r['per_process']!s:>9}{r['streams']:>8}{r['camera_processes']:>6}{r['windows']:>9}"
+              f"{r['nominal_windows']:>9.0f}{r['windows_per_s']:>11.2f}{r['latency_p50_ms']:>9.1f}"
+              f"{r['latency_p99_ms']:>9.1f}{r['dropped_windows']:>9}{r['camera_cpu_pct_per_camera']:>10.1f}"
+              f"{r['camera_pss_mb_per_camera']:>11.1f}{'yes' if r['realtime'] else 'no':>10}")
+    print("\nStreams in real time: " + ", ".join(f"{n} ({v} per process)" for v, n in capacity.items()))
     write_json(args.out, {"machine": machine(), "media": {"width": W, "height": H, "fps": FPS}, "model": args.model,
                           "num_frames": info.num_frames, "sample_fps": args.sample_fps, "replicas": args.replicas,
                           "decode": decode, "live": live, "realtime_streams": capacity})

@@ -288,22 +288,27 @@ def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_ch
     assert [w["window_index"] for w in gate] == list(range(len(gate)))  # relabelled in place, no restart
 
 
-def test_supervisor_restarts_a_camera_actor_that_dies(ray_session, tiny_checkpoint, clip):
-    config = pipeline_config(tiny_checkpoint, cameras=[{"id": "hall", "url": str(clip), "loop": True}])
+def test_supervisor_restarts_the_cameras_of_a_shared_actor_that_dies(ray_session, tiny_checkpoint, clip):
+    """Two cameras share one actor (one machine: ``cameras_per_process`` auto); the actor is killed:
+    both run again in one new actor, and each says so once."""
+    config = pipeline_config(tiny_checkpoint, cameras=[{"id": "hall", "url": str(clip), "loop": True},
+                                                       {"id": "lobby", "url": str(clip), "loop": True}])
     with PipelineThread(config) as run:
         deadline = time.monotonic() + 60
-        while not [e for e in run.lines() if e["event_type"] == "xclip.window.scores"]:
-            assert time.monotonic() < deadline, "no window before the crash"
+        while {e["camera_id"] for e in run.lines() if e["event_type"] == "xclip.window.scores"} != {"hall", "lobby"}:
+            assert time.monotonic() < deadline, "no window from both cameras before the crash"
             time.sleep(0.2)
-        ray.kill(ray.get_actor("xclip:camera:hall:0"))
+        assert sorted(ray.get(ray.get_actor("xclip:cameras:1").cameras.remote())) == ["hall", "lobby"]
+        ray.kill(ray.get_actor("xclip:cameras:1"))
         crashed_at = time.time()
         deadline = time.monotonic() + 60
-        while not [e for e in run.lines() if e["event_type"] == "xclip.window.scores"
-                   and e["start_time"] > crashed_at]:
-            assert time.monotonic() < deadline, "no window after the restart"
+        while {e["camera_id"] for e in run.lines() if e["event_type"] == "xclip.window.scores"
+               and e["start_time"] > crashed_at} != {"hall", "lobby"}:
+            assert time.monotonic() < deadline, "not both cameras scored after the restart"
             time.sleep(0.2)
-        ray.get_actor("xclip:camera:hall:1")  # the replacement, counted as one restart
-        # it says so: the gap runs from the loss to its first frame (the dead one's windows are gone)
+        assert sorted(ray.get(ray.get_actor("xclip:cameras:2").cameras.remote())) == ["hall", "lobby"]
+        # each says so: the gap runs from the loss to its first frame (the dead one's windows are gone)
         restarted = [e for e in run.lines() if e["event_type"] == "xclip.stream.restarted"]
-        assert len(restarted) == 1 and "restart 1 " in restarted[0]["reason"], restarted
-        assert crashed_at - 1 <= restarted[0]["gap_start"] < restarted[0]["gap_end"], restarted
+        assert sorted(e["camera_id"] for e in restarted) == ["hall", "lobby"], restarted
+        for e in restarted:
+            assert "restart 1 " in e["reason"] and crashed_at - 1 <= e["gap_start"] < e["gap_end"], restarted

@@ -9,11 +9,13 @@ import time
 
 import pytest
 
+from xclip_stream.actors import camera_hosts as hosts_module
 from xclip_stream.actors import supervisor as supervisor_module
+from xclip_stream.actors.camera_hosts import CameraHosts, actor_options
 from xclip_stream.actors.output import SinkSpec
-from xclip_stream.actors.supervisor import Supervisor, actor_options
+from xclip_stream.actors.supervisor import Supervisor
 from xclip_stream.pipeline.scoring import ModelInfo
-from xclip_stream.schemas.config import ConfigError, PlacementConfig, parse_config
+from xclip_stream.schemas.config import AUTO_CAMERAS_PER_PROCESS, ConfigError, PlacementConfig, parse_config
 
 MODEL = ModelInfo(name="m", num_frames=4, video_processor={})
 
@@ -38,6 +40,8 @@ def test_placement_validated():
         ({"resources": {"xclip_stream": 0}}, "not an amount"),
         ({"resources": {"xclip_stream": "one"}}, "placement.resources.xclip_stream"),
         ({"spreads": True}, "placement.spreads"),
+        ({"cameras_per_process": 0}, "not a count in \\[1, 64\\]"),
+        ({"cameras_per_process": "many"}, "placement.cameras_per_process"),
     ):
         with pytest.raises(ConfigError, match=expected):
             parse_config(config(placement))
@@ -47,6 +51,15 @@ def test_actor_options():
     assert actor_options(PlacementConfig(), "n") == {"name": "n"}
     assert actor_options(PlacementConfig(resources={"xclip_stream": 1}, spread=True), "n") == {
         "name": "n", "resources": {"xclip_stream": 1.0}, "scheduling_strategy": "SPREAD"}
+    # an actor that can hold three cameras takes three slots
+    assert actor_options(PlacementConfig(resources={"xclip_stream": 1}), "n", 3)["resources"] == {"xclip_stream": 3.0}
+
+
+def test_cameras_per_process_auto_is_one_per_slot_on_clusters_and_shared_on_one_machine():
+    assert PlacementConfig().camera_capacity() == AUTO_CAMERAS_PER_PROCESS > 1
+    assert PlacementConfig(resources={"xclip_stream": 1}).camera_capacity() == 1
+    assert PlacementConfig(resources={"xclip_stream": 1}, cameras_per_process=4).camera_capacity() == 4
+    assert PlacementConfig(cameras_per_process=1).camera_capacity() == 1
 
 
 class _Method:
@@ -78,7 +91,7 @@ class _FakeActorClass:
 
 def test_supervisor_hands_placement_to_every_actor(monkeypatch):
     cameras, members = _FakeActorClass(), _FakeActorClass()
-    monkeypatch.setattr(supervisor_module, "CameraActor", cameras)
+    monkeypatch.setattr(hosts_module, "CameraActor", cameras)
     monkeypatch.setattr(supervisor_module, "KafkaFramesActor", members)
     placed = parse_config(config({"resources": {"xclip_stream": 1}, "spread": True}))
     Supervisor(placed, MODEL, SinkSpec(None)).start()
@@ -89,10 +102,36 @@ def test_supervisor_hands_placement_to_every_actor(monkeypatch):
     assert "__ray_ready__" in cameras.calls and "run" in cameras.calls
 
     plain = _FakeActorClass()
-    monkeypatch.setattr(supervisor_module, "CameraActor", plain)
+    monkeypatch.setattr(hosts_module, "CameraActor", plain)
     monkeypatch.setattr(supervisor_module, "KafkaFramesActor", _FakeActorClass())
     Supervisor(parse_config(config()), MODEL, SinkSpec(None)).start()
-    assert plain.options_seen == [{"name": "xclip:camera:c1:0"}]  # local runs: unchanged
+    assert plain.options_seen == [{"name": "xclip:cameras:1"}]  # local runs: cameras share actors
+
+
+def test_cameras_fill_shared_actors_and_an_actor_goes_with_its_last_camera(monkeypatch):
+    """Five cameras, two per actor: three actors; a camera let go frees its place for the next one;
+    an actor found dead takes no new camera and is ended; an emptied one is ended."""
+    killed = []
+    monkeypatch.setattr(hosts_module, "CameraActor", _FakeActorClass())
+    monkeypatch.setattr(hosts_module.ray, "kill", lambda actor: killed.append(actor))
+    pool = CameraHosts(MODEL, SinkSpec(None), None, 60.0)
+    two = {"resources": {}, "spread": False, "cameras_per_process": 2}
+    hosts = {c: pool.place(c, 0, two) for c in "abcde"}
+    made = [h.name for h in pool.hosts]
+    assert made == ["xclip:cameras:1", "xclip:cameras:2", "xclip:cameras:3"]
+    assert hosts["a"] is hosts["b"] and hosts["c"] is hosts["d"] and hosts["e"] is not hosts["d"]
+    pool.release(hosts["a"], "a")
+    assert killed == [] and pool.place("f", 0, two) is hosts["a"]  # the room "a" left
+    pool.release(hosts["c"], "c", dead=True)  # its actor died: "d" goes too, and nothing new goes there
+    assert len(killed) == 1 and pool.place("g", 0, two) is hosts["e"]
+    pool.release(hosts["d"], "d", dead=True)
+    assert hosts["c"] not in pool.hosts
+    pool.release(hosts["e"], "e")
+    pool.release(hosts["e"], "g")
+    assert hosts["e"] not in pool.hosts and len(killed) == 3
+    # another placement never shares an actor: one per camera, named after it
+    one = pool.place("h", 2, {"resources": {"xclip_stream": 1.0}, "spread": False, "cameras_per_process": "auto"})
+    assert one.name == "xclip:camera:h:2" and one.capacity == 1 and one is not hosts["b"]
 
 
 def test_changed_placement_restarts_the_actors():
@@ -105,12 +144,14 @@ def test_changed_placement_restarts_the_actors():
 
 
 def test_actor_without_a_node_stays_pending_and_is_reported(ray_session, caplog):
-    """Real Ray with no node offering the resource: the actor is never placed; health says so at
-    once (no 10 s wait on the actor), a warning names what it asks for, and stop() is prompt."""
+    """Real Ray with no node offering the resource: the actor (two cameras share it) is never placed;
+    health says so at once for both (no 10 s wait on the actor), a warning names what it asks for,
+    and stop() is prompt."""
     import ray
 
     caplog.set_level(logging.INFO, logger="xclip_stream.actors.supervisor")
-    data = config({"resources": {"xclip_test_absent": 1}})
+    data = config({"resources": {"xclip_test_absent": 1}, "cameras_per_process": 2})
+    data["cameras"].append({"id": "c2", "url": "rtsp://cam.example/b"})
     del data["kafka"]
     sup = Supervisor(parse_config(data), MODEL, SinkSpec(None))
     sup.pending_report_s = 1.0
@@ -119,20 +160,21 @@ def test_actor_without_a_node_stays_pending_and_is_reported(ray_session, caplog)
     while "not started after" not in caplog.text:
         assert time.monotonic() < deadline, "no warning about the pending actor"
         sup.poll(0.2)
-    assert "camera:c1 not started after" in caplog.text and "xclip_test_absent 1" in caplog.text
+    assert "camera:c1 not started after" in caplog.text and "xclip_test_absent 2" in caplog.text  # a slot a camera
     began = time.monotonic()
     health = sup.health()
-    assert health["camera:c1"]["state"] == "pending" and health["camera:c1"]["pending_s"] >= 1.0
+    assert [health[f"camera:{c}"]["state"] for c in ("c1", "c2")] == ["pending"] * 2
+    assert health["camera:c1"]["pending_s"] >= 1.0
     assert sup.take_output() == []
     assert time.monotonic() - began < 2.0
     began = time.monotonic()
     sup.stop(timeout=8)
     assert time.monotonic() - began < 4.0 and sup.done
-    assert "stopped camera:c1 before it started" in caplog.text
+    assert "stopped camera:c1 before it started" in caplog.text and "stopped camera:c2 before it started" in caplog.text
     deadline = time.monotonic() + 10
     while True:  # killed, not left pending (the kill is asynchronous)
         try:
-            ray.get_actor("xclip:camera:c1:0")
+            ray.get_actor("xclip:cameras:1")
         except ValueError:
             break
         assert time.monotonic() < deadline, "the pending actor was left behind"

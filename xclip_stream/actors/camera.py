@@ -1,13 +1,17 @@
-"""One Ray actor per camera: decode and window in a thread it owns, score and publish in its loop.
+"""Camera actors: each holds one or more cameras in one process (``placement.cameras_per_process``).
+Every camera decodes and windows in a thread it owns and scores and publishes in the actor's loop:
 
     VideoSource --frames--> WindowStage --windows--> PendingWindows --> ScoringLoop --> sink
     (decode thread)                                   (bounded)         (actor event loop)
 
-Live cameras drop their oldest pending window when the model falls behind (counted, and reported
-as a ``dropped`` stream event); files block instead and lose nothing. ``stop()`` stops the source,
-drains every window already cut, ends open incidents, and flushes the sink before ``run()`` returns.
-Events are retried until the sink acknowledges them: a source that ended is not finished while any
-is undelivered, and one stopped with undelivered events reports them (``events_undelivered``).
+Cameras sharing a process share its Serve handle and its Ray worker, so a box holds more of them;
+each keeps its own source, queue, event builder and delivery, so one camera's failure, drops or
+stop touch no other. Live cameras drop their oldest pending window when the model falls behind
+(counted, and reported as a ``dropped`` stream event); files block instead and lose nothing.
+``stop()`` stops the source, drains every window already cut, ends open incidents, and flushes the
+sink before ``run()`` returns. Events are retried until the sink acknowledges them: a source that
+ended is not finished while any is undelivered, and one stopped with undelivered events reports
+them (``events_undelivered``).
 """
 
 from __future__ import annotations
@@ -36,14 +40,16 @@ DROP_REPORT_INTERVAL_S = 5.0
 STOP_DELIVERY_S = 5.0  # on stop, how long undelivered events still get to reach the sink
 
 
-@ray.remote(num_cpus=0.1, max_restarts=0)
-class CameraActor:
+class CameraStream:
+    """One camera of a camera actor (not an actor itself): its decode thread, queue and scoring loop."""
+
     def __init__(self, camera: dict, labels: dict, options: dict, model: ModelInfo, sink: SinkSpec,
-                 max_windows: int | None = None, request_timeout_s: float = 60.0,
+                 handle, max_windows: int | None = None, request_timeout_s: float = 60.0,
                  restarts: int = 0, lost_at: float | None = None):
         self.camera = CameraConfig.model_validate(camera)
         self.options = StreamOptions.model_validate(options)
         self.model = model
+        self.handle = handle
         self.sink_spec = sink
         self.max_windows = max_windows
         self.request_timeout_s = request_timeout_s
@@ -68,10 +74,10 @@ class CameraActor:
         self._last_drop_report = 0.0
         self._reported_drops = 0
 
-    # -- control (called by the supervisor) ---------------------------------------------------
+    # -- control (called through the camera actor) ---------------------------------------------
     async def run(self) -> dict:
         """Stream until the source ends (a file), ``max_windows`` or ``stop()``; returns final stats."""
-        self.loop = ScoringLoop(get_handle(), self.pending, lambda _: self.builder, self._publish,
+        self.loop = ScoringLoop(self.handle, self.pending, lambda _: self.builder, self._publish,
                                 request_timeout_s=self.request_timeout_s,
                                 redact=lambda text: redact_text(text, self.camera.url),
                                 congested=lambda: self.delivery.congested)
@@ -85,7 +91,7 @@ class CameraActor:
         while not self.stopping and not await executor(None, self.delivery.drain, 1.0):
             pass  # the sink is failing: keep retrying until acknowledged or stopped
         await executor(None, self.delivery.close, STOP_DELIVERY_S)
-        return self._health()
+        return self.health()
 
     async def stop(self) -> None:
         self.stopping = True
@@ -93,13 +99,17 @@ class CameraActor:
             self.loop.abandoned = True  # only matters while the sink is congested
         self.source.stop()
 
+    def abandon(self) -> None:
+        """After a failed run: stop the decode thread and the delivery (what it still holds is logged)."""
+        self.stopping = True
+        self.source.stop()
+        self.pending.close()
+        self.delivery.close(STOP_DELIVERY_S)
+
     async def relabel(self, labels: dict) -> None:
         self._send(self.builder.relabel(LabelSet.model_validate(labels)))
 
-    async def health(self) -> dict:
-        return self._health()
-
-    def _health(self) -> dict:
+    def health(self) -> dict:
         s = self.source.stats
         return {
             "camera_id": self.camera.id, "source": self.source_name, "state": s.state,
@@ -113,7 +123,7 @@ class CameraActor:
             **self.delivery.health(),
         }
 
-    async def take_output(self) -> list[str]:
+    def take_output(self) -> list[str]:
         return self.lines.take() if self.lines is not None else []
 
     # -- decode thread --------------------------------------------------------------------------
@@ -158,7 +168,7 @@ class CameraActor:
 
     # -- output ---------------------------------------------------------------------------------
     def _stream_event(self, state: str, reason: str, gap=None):
-        h = self._health()
+        h = self.health()
         stats = StreamStats(h["frames_decoded"], h["frames_sampled"], h["windows_emitted"], h["windows_scored"],
                             h["windows_dropped"], h["reconnects"], h["gaps"], 0, h["windows_failed"])
         return self.builder.stream_event(state, self.source_name, reason, stats, gap)
@@ -169,3 +179,52 @@ class CameraActor:
     def _send(self, events: list) -> None:
         if events:
             send_events(self.delivery, self.sink_spec.events_topic, events)
+
+
+@ray.remote(num_cpus=0.1, max_restarts=0)
+class CameraActor:
+    """Cameras in one process, each started by a ``run()`` call of its own that returns when that
+    camera ends; the supervisor chooses which cameras share an actor, and how many. A camera that
+    ended stays until the supervisor has taken its last output (``take_output(..., last=True)``)."""
+
+    def __init__(self, model: ModelInfo, sink: SinkSpec, max_windows: int | None = None,
+                 request_timeout_s: float = 60.0):
+        self.model, self.sink = model, sink
+        self.max_windows, self.request_timeout_s = max_windows, request_timeout_s
+        self.handle = None  # one Serve handle for every camera of the process, made at the first run
+        self.streams: dict[str, CameraStream] = {}
+
+    async def run(self, camera: dict, labels: dict, options: dict, restarts: int = 0,
+                  lost_at: float | None = None) -> dict:
+        camera_id = camera["id"]
+        if camera_id in self.streams:
+            raise ValueError(f"camera {camera_id!r} already runs in this actor")
+        if self.handle is None:
+            self.handle = get_handle()
+        self.streams[camera_id] = stream = CameraStream(
+            camera, labels, options, self.model, self.sink, self.handle, self.max_windows,
+            self.request_timeout_s, restarts, lost_at)
+        try:
+            return await stream.run()
+        except Exception:  # this camera failed (the supervisor restarts it): the others go on
+            self.streams.pop(camera_id, None)
+            await asyncio.get_running_loop().run_in_executor(None, stream.abandon)
+            raise
+
+    async def stop(self, camera_id: str) -> None:
+        if camera_id in self.streams:
+            await self.streams[camera_id].stop()
+
+    async def relabel(self, camera_id: str, labels: dict) -> None:
+        if camera_id in self.streams:  # else it has ended meanwhile: nothing left to label
+            await self.streams[camera_id].relabel(labels)
+
+    async def health(self, camera_id: str) -> dict:
+        return self.streams[camera_id].health()
+
+    async def take_output(self, camera_id: str, last: bool = False) -> list[str]:
+        stream = self.streams.pop(camera_id, None) if last else self.streams.get(camera_id)
+        return stream.take_output() if stream is not None else []
+
+    async def cameras(self) -> list[str]:
+        return list(self.streams)

@@ -28,7 +28,7 @@ from ..pipeline.consumer_lag import LagProbe
 from ..pipeline.member_scaling import LagFollower
 from ..pipeline.scoring import ModelInfo
 from ..schemas.config import PipelineConfig, PlacementConfig
-from .camera import CameraActor
+from .camera_hosts import CameraHosts, Host, actor_options
 from .kafka_frames import KafkaFramesActor
 from .output import SinkSpec
 
@@ -50,17 +50,12 @@ class Worker:
     ready: object = None  # until the actor is placed and constructed: its __ray_ready__ ref
     launched_at: float = 0.0
     pending_reported: bool = False
+    host: Host | None = None  # a camera's: the actor it runs in, maybe shared with other cameras
 
-
-def actor_options(placement: PlacementConfig, name: str) -> dict:
-    """``.options()`` of a camera or Kafka-member actor: its name and ``placement`` (resources it asks
-    for on top of the class's 0.1 CPU, and the SPREAD strategy)."""
-    options: dict = {"name": name}
-    if placement.resources:
-        options["resources"] = dict(placement.resources)
-    if placement.spread:
-        options["scheduling_strategy"] = "SPREAD"
-    return options
+    @property
+    def args(self) -> tuple:
+        """What its actor's calls are given before their own arguments: a camera's id (actors hold several)."""
+        return (self.spec["camera"]["id"],) if self.host is not None else ()
 
 
 class Supervisor:
@@ -76,6 +71,7 @@ class Supervisor:
         self.pending_report_s = PENDING_REPORT_S
         self.probe: LagProbe | None = None  # made when a topic scales with its lag
         self.lag = LagFollower(config.kafka.frames if config.kafka else [], self._measure)
+        self.hosts = CameraHosts(model, sink, max_windows, config.serve.request_timeout_s)
 
     # -- desired state --------------------------------------------------------------------------
     def _desired(self, config: PipelineConfig) -> dict[str, dict]:
@@ -106,22 +102,21 @@ class Supervisor:
     def _launch(self, worker: Worker) -> None:
         spec = worker.spec
         if spec["kind"] == "camera":
-            actor_class, args = CameraActor, (spec["camera"], spec["labels"], spec["options"], self.model,
-                                              self.sink, self.max_windows)
-            kwargs = {"restarts": worker.restarts, "lost_at": worker.lost_at}
+            worker.host = self.hosts.place(spec["camera"]["id"], worker.restarts, spec["placement"])
+            worker.actor, worker.ready = worker.host.actor, worker.host.ready
+            worker.ref = worker.actor.run.remote(spec["camera"], spec["labels"], spec["options"],
+                                                 restarts=worker.restarts, lost_at=worker.lost_at)
         else:
-            actor_class, args = KafkaFramesActor, (spec["frames"], spec["labels"], spec["options"], self.model,
-                                                   self.sink, spec["session_timeout_ms"], spec["member"])
-            kwargs = {}  # a restarted member re-reads from the committed offsets: nothing to report
-        # Named (per start, as a dying actor may still hold its name) so operators can find it.
-        options = actor_options(PlacementConfig.model_validate(spec["placement"]),
-                                f"xclip:{worker.key}:{worker.restarts}")
-        worker.actor = actor_class.options(**options).remote(
-            *args, request_timeout_s=self.config.serve.request_timeout_s, **kwargs)
-        worker.ready = worker.actor.__ray_ready__.remote()
+            # Named (per start, as a dying actor may still hold its name) so operators can find it.
+            options = actor_options(PlacementConfig.model_validate(spec["placement"]),
+                                    f"xclip:{worker.key}:{worker.restarts}")
+            worker.actor = KafkaFramesActor.options(**options).remote(
+                spec["frames"], spec["labels"], spec["options"], self.model, self.sink, spec["session_timeout_ms"],
+                spec["member"], request_timeout_s=self.config.serve.request_timeout_s)
+            worker.ready = worker.actor.__ray_ready__.remote()
+            worker.ref = worker.actor.run.remote()  # a restarted member re-reads from the committed offsets
         worker.launched_at = time.monotonic()
         worker.pending_reported = False
-        worker.ref = worker.actor.run.remote()
         worker.restart_at = None
         self.workers[worker.key] = worker
         log.info("started %s", worker.key)
@@ -162,19 +157,24 @@ class Supervisor:
 
     def _check_placed(self) -> None:
         """Mark the actors that have started; warn once about each still pending after a while."""
-        waiting = {w.ready: w for w in self.workers.values() if w.ready is not None and w.ref is not None}
+        waiting: dict = {}  # ready ref -> its workers (cameras sharing an actor share its ref)
+        for w in self.workers.values():
+            if w.ready is not None and w.ref is not None:
+                waiting.setdefault(w.ready, []).append(w)
         if not waiting:
             return
         ready, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=0)
         for ref in ready:
-            waiting.pop(ref).ready = None  # started, or failed: run() reports which
+            for worker in waiting.pop(ref):
+                worker.ready = None  # started, or failed: run() reports which
         now = time.monotonic()
-        for worker in waiting.values():
+        for worker in (w for workers in waiting.values() for w in workers):
             if not worker.pending_reported and now - worker.launched_at >= self.pending_report_s:
                 worker.pending_reported = True
                 log.warning("%s not started after %.0f s: no node has room for it (it asks for 0.1 CPU%s); "
                             "Ray's autoscaler adds a node if a node type offers that, else it stays pending",
-                            worker.key, now - worker.launched_at, _asks(worker.spec["placement"]))
+                            worker.key, now - worker.launched_at,
+                            _asks(worker.spec["placement"], worker.host.capacity if worker.host else 1))
 
     def _pending(self, worker: Worker) -> bool:
         self._check_placed()
@@ -186,7 +186,9 @@ class Supervisor:
         except (RayActorError, RayTaskError) as e:
             worker.ref = None
             worker.lost_at = time.time()
-            ray.kill(worker.actor)  # a task error leaves the actor alive: end it before replacing it
+            # a task error leaves the actor alive: end it before replacing it (a camera's shared
+            # actor goes on with its other cameras; it has already let this one go)
+            self._release(worker, dead=isinstance(e, RayActorError))
             if self.stopping:
                 del self.workers[worker.key]
                 return
@@ -200,14 +202,21 @@ class Supervisor:
 
     def _end(self, worker: Worker) -> None:
         """Collect a drained worker's last output and end its actor."""
-        self._lines.extend(self._take_output(worker))
+        self._lines.extend(self._take_output(worker, last=True))
         self.workers.pop(worker.key, None)
-        ray.kill(worker.actor)
+        self._release(worker)
+
+    def _release(self, worker: Worker, dead: bool = False) -> None:
+        """End the worker's actor, or (a camera in a shared actor) only its part of it."""
+        if worker.host is not None:
+            self.hosts.release(worker.host, worker.spec["camera"]["id"], dead)
+        else:
+            ray.kill(worker.actor)
 
     def _drop_pending(self, worker: Worker) -> None:
         """End an actor that never started: it has no output to collect nor work to drain."""
         self.workers.pop(worker.key, None)
-        ray.kill(worker.actor)
+        self._release(worker)
         log.info("stopped %s before it started", worker.key)
 
     @property
@@ -222,11 +231,13 @@ class Supervisor:
                 lines.extend(self._take_output(worker))
         return lines
 
-    def _take_output(self, worker: Worker) -> list[str]:
-        if self.sink.bootstrap:
+    def _take_output(self, worker: Worker, last: bool = False) -> list[str]:
+        forget = last and worker.host is not None  # a camera's last call lets its actor forget it
+        if self.sink.bootstrap and not forget:
             return []
         try:
-            return ray.get(worker.actor.take_output.remote(), timeout=30)
+            return ray.get(worker.actor.take_output.remote(*worker.args, **({"last": True} if forget else {})),
+                           timeout=30)
         except (RayActorError, RayTaskError, ray.exceptions.GetTimeoutError):
             return []
 
@@ -238,10 +249,13 @@ class Supervisor:
             if w.ref is not None and w.ready is not None:  # asking it would wait until it is placed
                 out[w.key] = {"state": "pending", "pending_s": round(now - w.launched_at, 1),
                               "placement": w.spec["placement"], "restarts": w.restarts}
-        refs = {w.key: w.actor.health.remote() for w in self.workers.values() if w.ref is not None and w.key not in out}
+        refs = {w.key: w.actor.health.remote(*w.args) for w in self.workers.values()
+                if w.ref is not None and w.key not in out}
         for key, ref in refs.items():
+            worker = self.workers[key]
             try:
-                out[key] = {**ray.get(ref, timeout=10), "restarts": self.workers[key].restarts}
+                out[key] = {**ray.get(ref, timeout=10), "restarts": worker.restarts,
+                            **({"actor": worker.host.name} if worker.host else {})}
             except Exception as e:  # noqa: BLE001 - a dying actor has no health to report
                 out[key] = {"state": "unreachable", "error": type(e).__name__}
         for topic, scaling in self.lag.health(now).items():
@@ -274,7 +288,7 @@ class Supervisor:
             if {k: v for k, v in spec.items() if k != "labels"} == {
                 k: v for k, v in worker.spec.items() if k != "labels"
             }:
-                worker.actor.relabel.remote(spec["labels"])
+                worker.actor.relabel.remote(*worker.args, spec["labels"])
                 worker.spec = spec
                 log.info("relabelled %s", key)
             else:
@@ -290,7 +304,7 @@ class Supervisor:
         if self._pending(worker):
             self._drop_pending(worker)
             return
-        worker.actor.stop.remote()
+        worker.actor.stop.remote(*worker.args)
         try:
             ray.get(worker.ref, timeout=timeout)
         except Exception as e:  # noqa: BLE001 - it is going away either way
@@ -301,7 +315,7 @@ class Supervisor:
     def stop(self, timeout: float = 60.0) -> None:
         """Stop every source, wait for each to drain and flush, then end the actors."""
         self.stopping = True
-        starting = [w.ready for w in self.workers.values() if w.ref is not None and w.ready is not None]
+        starting = list({w.ready for w in self.workers.values() if w.ref is not None and w.ready is not None})
         if starting:  # give those being constructed a moment; those no node has room for never start
             ray.wait(starting, num_returns=len(starting), timeout=min(5.0, timeout / 4))
         self._check_placed()
@@ -309,7 +323,7 @@ class Supervisor:
             self._drop_pending(w)
         for w in self.workers.values():
             if w.ref is not None:
-                w.actor.stop.remote()
+                w.actor.stop.remote(*w.args)
         deadline = time.monotonic() + timeout
         for w in list(self.workers.values()):
             if w.ref is None:
@@ -325,6 +339,6 @@ class Supervisor:
             self.probe = None
 
 
-def _asks(placement: dict) -> str:
-    parts = [f", {name} {amount:g}" for name, amount in placement["resources"].items()]
+def _asks(placement: dict, slots: int) -> str:
+    parts = [f", {name} {amount * slots:g}" for name, amount in placement["resources"].items()]
     return "".join(parts) + (", spread" if placement["spread"] else "")

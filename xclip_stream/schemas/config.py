@@ -387,15 +387,37 @@ class RayConfig(_Strict):
         return self
 
 
+# Measured by bench/pipeline.py --per-process (README): live cameras held per 2-core box by count.
+AUTO_CAMERAS_PER_PROCESS = 4
+
+
 class PlacementConfig(_Strict):
     """Where Ray puts the camera actors and Kafka frames members (not the model's replicas: Serve's).
     ``resources``: custom resources each of them asks for, e.g. ``{xclip_stream: 1}``, so they go only
     to nodes offering that resource (on Kubernetes, the stream worker group's slots, and an actor
     that finds no free slot makes Ray's autoscaler add a pod). ``spread``: Ray's SPREAD strategy,
-    across the nodes that fit. The defaults leave placement to Ray, as on one machine."""
+    across the nodes that fit. The defaults leave placement to Ray, as on one machine.
+    ``cameras_per_process``: how many cameras share one camera actor (a process: one Ray worker and
+    one Serve handle for all, each camera its own decode thread); a shared actor asks for
+    ``resources`` once per camera it can hold. ``auto``: one when ``resources`` are set (each camera
+    takes a slot, so stream nodes scale with cameras and a lost process loses one camera), else
+    ``AUTO_CAMERAS_PER_PROCESS``."""
 
     resources: dict[str, float] = {}
     spread: bool = False
+    cameras_per_process: int | Literal["auto"] = "auto"
+
+    @field_validator("cameras_per_process")
+    @classmethod
+    def _per_process(cls, n: int | str) -> int | str:
+        if n != "auto" and not 1 <= n <= 64:
+            raise ValueError(f"{n} is not a count in [1, 64] (or auto)")
+        return n
+
+    def camera_capacity(self) -> int:
+        if self.cameras_per_process != "auto":
+            return self.cameras_per_process
+        return 1 if self.resources else AUTO_CAMERAS_PER_PROCESS
 
     @field_validator("resources")
     @classmethod
