@@ -7,8 +7,8 @@ replica, side by side with that replica's whole call (``BatchScorer.score``) mad
 Each caller is a Ray actor holding one window (uint8, the model's frames and size) and a label set,
 as a camera actor does; it keeps ``--inflight`` calls of ``score`` outstanding on its own deployment
 handle (the pipeline's cameras keep two) for ``--seconds``. The replica is the pipeline's own
-deployment (``actors.replica.deploy``): ``@serve.batch`` up to ``--batch`` windows, ``--threads``
-torch threads. The reference is the same checkpoint and precision in this process, scoring full
+deployment (``actors.replica.deploy``): batches of up to ``--batch`` windows, ``--threads`` torch
+threads. The reference is the same checkpoint and precision in this process, scoring full
 batches of ``--batch`` windows with ``BatchScorer.score`` (numpy windows in, floats out), which is
 what the replica runs per batch. The two alternate for ``--rounds``, so drift on a noisy machine
 hits both.
@@ -17,8 +17,9 @@ Per round: windows/s through Serve and directly, their ratio, the batch size Ser
 per replica batch) and the direct call's windows/s at that size, the callers' p50/p99 latency, and
 the overhead per window: 1/serve - 1/(direct at Serve's batch size), the time a window spends in
 the handle, the router, the object transfer and the batcher beyond the forward pass. The ratio's
-other part is batching: Serve's batches are as large as the calls waiting when one starts. Errors are counted (any is a failure: exit 1). Prints a table and writes
-bench/results/serve.json (or --out).
+other part is batching: the replica's batches are as large as the calls waiting when one starts.
+Errors are counted (any is a failure: exit 1). Prints a table and writes bench/results/serve.json
+(or --out).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The model as a Ray Serve deployment: windows from every stream are batched into one forward pass.
 
-Streams call ``score(frames, labels)`` one window at a time; ``@serve.batch`` gathers concurrent
-calls from all streams into one batch (up to ``max_batch_size``, waiting at most
-``batch_wait_timeout_s``). The forward pass runs in a worker thread so the replica's event loop
-keeps answering health checks and queueing the next batch.
+Streams call ``score(frames, labels)`` one window at a time; a ``Batcher`` gathers the calls
+waiting when the last forward pass ends into the next one (up to ``max_batch_size``, waiting at most
+``batch_wait_timeout_s`` for more), not Serve's ``@serve.batch``, whose batches stay small under load
+(pipeline/batching.py says why). The forward pass runs in a worker thread so the replica's event
+loop keeps answering health checks and taking calls in.
 
 A batch mixes cameras, so one camera's bad window or label set must not fail the others': the
 scorer refuses such a window alone and narrows a failed batch down to its culprit
@@ -14,13 +15,12 @@ health check fails when the replica holds work but completes no batch for ``stal
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import ray
 from pydantic import ValidationError
 from ray import serve
 
+from ..pipeline.batching import Batcher
 from ..pipeline.scoring import BatchScorer, ReplicaScores, WindowRefused
 from ..pipeline.stall import StallWatch
 from ..schemas.config import ConfigError, ModelConfig, ServeAppArgs, ServeConfig, format_validation_error
@@ -41,9 +41,9 @@ class XCLIPReplica:
                                        compile=config.compile, cuda_graphs=config.cuda_graphs,
                                        max_labels=max_labels)
         self.scorer.encoder.warm_up(max_batch_size)  # compile and capture now, not on live windows
-        self.score_batch.set_max_batch_size(max_batch_size)
-        self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.watch = StallWatch(stall_timeout_s)
+        self.batcher = Batcher(self._score_batch, max_batch_size, batch_wait_timeout_s,
+                               after_batch=self.watch.batch_done)
 
     async def score(self, frames: np.ndarray, labels: tuple[str, ...]) -> ReplicaScores:
         """One window (T, 3, S, S) uint8 against its label set -> logits, one per label, with this
@@ -51,20 +51,16 @@ class XCLIPReplica:
         window, NonFiniteScores when its logits are NaN/inf."""
         self.watch.request_started()
         try:
-            result = await self.score_batch(frames, tuple(labels))
+            result = await self.batcher.submit((frames, tuple(labels)))
         finally:
             self.watch.request_finished()
         if isinstance(result, WindowRefused):
             raise result.error(result.reason)
         return ReplicaScores(result, self.scorer.name, self.scorer.digest)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def score_batch(self, frames: list[np.ndarray],
-                          labels: list[tuple[str, ...]]) -> list[list[float] | WindowRefused]:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, self.scorer.score_each, frames, labels)
-        finally:
-            self.watch.batch_done()
+    def _score_batch(self, calls: list[tuple[np.ndarray, tuple[str, ...]]]) -> list[list[float] | WindowRefused]:
+        """One forward pass over the batch's windows (in the batcher's worker thread)."""
+        return self.scorer.score_each([frames for frames, _ in calls], [labels for _, labels in calls])
 
     def info(self) -> dict:
         return {"device": str(self.scorer.device), "precision": self.scorer.precision,
