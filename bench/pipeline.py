@@ -7,10 +7,11 @@ decode + sample + preprocess + window path against bare PyAV decoding of the sam
 Everything runs in one process tree on whatever machine this is: Ray, the Serve replica(s), the
 camera actors (``--per-process``: cameras per actor process, each value run in turn at every stream
 count until it falls behind, with the camera processes' memory and CPU per camera). Each stream is
-a 640x480 15 fps H.264 file looped and paced at its own frame rate (a live camera). A stream count "runs in real time" when, over the measured seconds
-(counted from the moment every stream has published a window), at least 95% of the windows the
-cameras produce were scored, none was dropped, and p99 frame-to-event latency stayed under one
-window hop (no window waits for the next one). Prints a table and writes bench/results/pipeline.json.
+a 640x480 15 fps H.264 file looped and paced at its own frame rate (a live camera). A stream count
+"runs in real time" when, over the measured seconds (counted from the moment every stream has
+published a window), at least 95% of the windows the cameras produce were scored, none was
+dropped, and p99 frame-to-event latency stayed under one window hop (no window waits for the next
+one). Prints a table and writes bench/results/pipeline.json.
 """
 
 from __future__ import annotations

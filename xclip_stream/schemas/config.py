@@ -387,7 +387,8 @@ class RayConfig(_Strict):
         return self
 
 
-# Measured by bench/pipeline.py --per-process (README): live cameras held per 2-core box by count.
+# Cameras per shared actor on one machine: a third of the memory per camera of one each, for as
+# many streams held (bench/pipeline.py --per-process; README, camera density).
 AUTO_CAMERAS_PER_PROCESS = 4
 
 
