@@ -171,8 +171,9 @@ class Supervisor:
         for worker in (w for workers in waiting.values() for w in workers):
             if not worker.pending_reported and now - worker.launched_at >= self.pending_report_s:
                 worker.pending_reported = True
-                log.warning("%s not started after %.0f s: no node has room for it (it asks for 0.1 CPU%s); "
-                            "Ray's autoscaler adds a node if a node type offers that, else it stays pending",
+                log.warning("%s not started after %.0f s: its actor is slow to start, or no node has room for "
+                            "it (it asks for 0.1 CPU%s; Ray's autoscaler adds a node if a node type offers "
+                            "that, else it stays pending)",
                             worker.key, now - worker.launched_at,
                             _asks(worker.spec["placement"], worker.host.capacity if worker.host else 1))
 
