@@ -2,7 +2,7 @@
 decode + sample + preprocess + window path against bare PyAV decoding of the same media.
 
     .venv/bin/python bench/pipeline.py [--model base32|small|DIR] [--streams 1,2,3,4] [--seconds 30]
-                                       [--per-process 1,auto]
+                                       [--per-process 1,4]
 
 Everything runs in one process tree on whatever machine this is: Ray, the Serve replica(s), the
 camera actors (``--per-process``: cameras per actor process, each value run in turn at every stream
@@ -211,7 +211,7 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per replica")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--per-process", default="1,auto",
+    parser.add_argument("--per-process", default="1,4",
                         help="cameras per actor process to compare (placement.cameras_per_process), in turn")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline.json"))
     args = parser.parse_args()

@@ -289,10 +289,11 @@ def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_ch
 
 
 def test_supervisor_restarts_the_cameras_of_a_shared_actor_that_dies(ray_session, tiny_checkpoint, clip):
-    """Two cameras share one actor (one machine: ``cameras_per_process`` auto); the actor is killed:
-    both run again in one new actor, and each says so once."""
+    """Two cameras share one actor (``cameras_per_process: 2``); the actor is killed: both run again
+    in one new actor, and each says so once."""
     config = pipeline_config(tiny_checkpoint, cameras=[{"id": "hall", "url": str(clip), "loop": True},
                                                        {"id": "lobby", "url": str(clip), "loop": True}])
+    config["placement"] = {"cameras_per_process": 2}
     with PipelineThread(config) as run:
         deadline = time.monotonic() + 60
         while {e["camera_id"] for e in run.lines() if e["event_type"] == "xclip.window.scores"} != {"hall", "lobby"}:

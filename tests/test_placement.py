@@ -55,8 +55,8 @@ def test_actor_options():
     assert actor_options(PlacementConfig(resources={"xclip_stream": 1}), "n", 3)["resources"] == {"xclip_stream": 3.0}
 
 
-def test_cameras_per_process_auto_is_one_per_slot_on_clusters_and_shared_on_one_machine():
-    assert PlacementConfig().camera_capacity() == AUTO_CAMERAS_PER_PROCESS > 1
+def test_cameras_per_process_auto_is_one_and_a_count_is_kept():
+    assert PlacementConfig().camera_capacity() == AUTO_CAMERAS_PER_PROCESS == 1
     assert PlacementConfig(resources={"xclip_stream": 1}).camera_capacity() == 1
     assert PlacementConfig(resources={"xclip_stream": 1}, cameras_per_process=4).camera_capacity() == 4
     assert PlacementConfig(cameras_per_process=1).camera_capacity() == 1
@@ -105,7 +105,7 @@ def test_supervisor_hands_placement_to_every_actor(monkeypatch):
     monkeypatch.setattr(hosts_module, "CameraActor", plain)
     monkeypatch.setattr(supervisor_module, "KafkaFramesActor", _FakeActorClass())
     Supervisor(parse_config(config()), MODEL, SinkSpec(None)).start()
-    assert plain.options_seen == [{"name": "xclip:cameras:1"}]  # local runs: cameras share actors
+    assert plain.options_seen == [{"name": "xclip:camera:c1:0"}]  # local runs: one actor per camera by default
 
 
 def test_cameras_fill_shared_actors_and_an_actor_goes_with_its_last_camera(monkeypatch):

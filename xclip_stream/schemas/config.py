@@ -387,9 +387,10 @@ class RayConfig(_Strict):
         return self
 
 
-# Cameras per shared actor on one machine: a third of the memory per camera of one each, for as
-# many streams held (bench/pipeline.py --per-process; README, camera density).
-AUTO_CAMERAS_PER_PROCESS = 4
+# Cameras per actor on one machine. Sharing holds as many streams with a third of the memory, but
+# it adds latency at light load and jitter to live frames' times (README, camera density), so by
+# default each camera keeps its own process.
+AUTO_CAMERAS_PER_PROCESS = 1
 
 
 class PlacementConfig(_Strict):
