@@ -28,13 +28,11 @@ class Batcher:
         self.fn, self.after_batch = fn, after_batch
         self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
         self._waiting: deque[tuple[Any, asyncio.Future, float]] = deque()  # item, its future, when it came
-        self._arrived: asyncio.Event | None = None
+        self._arrived = asyncio.Event()  # binds to the loop of its first wait
         self._worker: asyncio.Task | None = None
 
     async def submit(self, item: Any) -> Any:
         loop = asyncio.get_running_loop()
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
         future = loop.create_future()
         self._waiting.append((item, future, loop.time()))
         self._arrived.set()
