@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check and benchmarks in one go, for a machine with an NVIDIA GPU, PyTorch and no network
 # (about 5 minutes on an H200: 312 s on 2026-11-27 with 0.5 s timing windows, since cut to 0.3 s,
-# which should save about 20 s, not yet rerun; a third of it is torch.compile, ~20 s a compile):
+# which should save about 20 s, not yet rerun; a third of it is torch.compile, ~20 s a compile;
+# step 4's float8 and precision runs, added since, not yet run on a GPU: perhaps 2 minutes more):
 #   bash bench/gpu.sh            (uses .venv/bin/python when present, else python3; PY=... overrides)
 # 1. correctness of the replica's fast path (bench/gpu_check.py): CUDA graphs replay what eager
 #    computes, over uneven batches; bf16 and fp16 against float32 on trained weights (demo checkpoint);
@@ -11,7 +12,9 @@
 #    bench/model.py --max-error defines it;
 # 3. variants at the targets' rows (base32, B 1 and 64): bf16 eager (with a profile), fp16 CUDA
 #    graphs without compile;
-# 4. one table of everything, and the targets met or missed (bench/gpu_report.py).
+# 4. float8 (e4m3 GEMMs; GPUs with FP8 tensor cores) at base32, B 1/8/32/64, compiled with CUDA graphs,
+#    and what it costs on trained weights (bench/precision.py: bf16, fp16, float8 against float32);
+# 5. one table of everything, and the targets met or missed (bench/gpu_report.py).
 # Writes bench/results/model-gpu*.json. Needs transformers (the oracle).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +42,13 @@ run 60 "${BENCH[@]}" --configs base32 --batch-sizes 1,64 --dtypes bfloat16 --com
     --seconds 0.3 --profile base32:bfloat16:64 --out $R/model-gpu-eager.json
 run 50 "${BENCH[@]}" --configs base32 --batch-sizes 1,64 --dtypes float16 --compile off \
     --seconds 0.3 --out $R/model-gpu-fp16.json
+if "$PY" -c "import sys, torch; sys.exit(torch.cuda.get_device_capability() < (8, 9))"; then
+    run 150 "${BENCH[@]}" --configs base32 --batch-sizes 1,8,32,64 --dtypes float8 --seconds 0.3 \
+        --out $R/model-gpu-fp8.json
+else
+    echo "bench/gpu.sh: no FP8 tensor cores (compute capability under 8.9): float8 not run"
+fi
+run 90 "$PY" bench/precision.py --device cuda --out $R/precision-gpu.json
 "$PY" bench/gpu_report.py $R/model-gpu.json $R/model-gpu-fp32.json $R/model-gpu-eager.json \
-    $R/model-gpu-fp16.json || status=1
+    $R/model-gpu-fp16.json $R/model-gpu-fp8.json || status=1
 exit $status

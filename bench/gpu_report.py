@@ -3,8 +3,9 @@
     python bench/gpu_report.py bench/results/model-gpu.json [more results ...]
 
 A file's variant is read from its JSON (CUDA graphs or eager, compiled or not). The targets are
-checked on the best variant a replica can be configured to run: base32, 8 frames, 16 labels, bf16.
-Exits 1 if no result holds the targets' rows.
+checked on the best variant a replica can be configured to run: base32, 8 frames, 16 labels, bf16
+(the kernels, and the replica's whole call: numpy windows in, floats out), and float8 where run.
+Exits 1 if no result holds the bf16 targets' rows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 TARGET_CLIPS_PER_S = 6000  # base32 bf16 B=64
 TARGET_LATENCY_MS = 3.0  # base32 bf16 B=1
 TARGET_ERROR = 1e-2
+TARGET_HOST_CLIPS_PER_S = 5000  # the replica's whole call (BatchScorer.score), base32 bf16 B=64 (issue 17)
+TARGET_HOST_LATENCY_MS = 1.3  # the same at B=1
+TARGET_FLOAT8_CLIPS_PER_S = 8000  # base32 float8 B=64, kernel path (issue 17)
 
 
 def variant(result: dict) -> str:
@@ -59,6 +63,17 @@ def main(paths: list[str]) -> int:
     print(f"  B=1 latency: {best1['ours_ms_per_batch']:.2f} ms ({best1['variant']}), target {TARGET_LATENCY_MS} ms: "
           f"{'met' if best1['ours_ms_per_batch'] <= TARGET_LATENCY_MS else 'MISSED'}; "
           f"transformers {best1['ref_ms_per_batch']:.2f} ms")
+    host64, host1 = max(r["ours_host_clips_per_s"] for r in b64), 1000 / max(r["ours_host_clips_per_s"] for r in b1)
+    print(f"  whole call, B=64: {host64:.0f} clips/s, target {TARGET_HOST_CLIPS_PER_S}: "
+          f"{'met' if host64 >= TARGET_HOST_CLIPS_PER_S else 'MISSED'}; B=1: {host1:.2f} ms, target "
+          f"{TARGET_HOST_LATENCY_MS} ms: {'met' if host1 <= TARGET_HOST_LATENCY_MS else 'MISSED'}")
+    fp8 = [r for r in rows if r["config"] == "base32" and r["dtype"] == "float8" and r["batch"] == 64]
+    if fp8:
+        best = max(fp8, key=lambda r: r["ours_clips_per_s"])
+        print(f"  float8 B=64: {best['ours_clips_per_s']:.0f} clips/s ({best['variant']}), target "
+              f"{TARGET_FLOAT8_CLIPS_PER_S}: {'met' if best['ours_clips_per_s'] >= TARGET_FLOAT8_CLIPS_PER_S else 'MISSED'};"
+              f" {best['ours_clips_per_s'] / best64['ours_clips_per_s']:.2f}x bf16's best (accuracy: "
+              "bench/results/precision-gpu.json)")
     worst = max(target, key=lambda r: r["rel_error_vs_ref_fp32"])
     print(f"  logits relative error (worst bf16 row): {worst['rel_error_vs_ref_fp32']:.1e}, target {TARGET_ERROR:g}: "
           f"{'met' if worst['rel_error_vs_ref_fp32'] <= TARGET_ERROR else 'MISSED'} (transformers' own bf16: "

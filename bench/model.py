@@ -26,12 +26,14 @@ at different places differ by that much: fp16 B=1 measured 1.7x where B=64 measu
 Trained weights show what reduced precision costs: ``bench/precision.py`` (and ``bench/gpu_check.py``).
 
 ``int8`` (CPUs): our scorer with int8 Linear layers (``model.quantize``) against transformers'
-float32 forward, which has no int8 path; its errors are against float32 and are not judged by
-``--max-error``.
+float32 forward, which has no int8 path; ``float8`` (GPUs with FP8 tensor cores): e4m3 GEMMs in the
+Linear layers against transformers' bf16 forward. Neither has a reference at its own precision, so
+their errors are against float32 and are not judged by ``--max-error``.
 
 Prints a table and writes bench/results/model.json (or --out). Defaults: on CUDA the issue's grid
-(B 1, 8, 32, 64; both configs; float32 and bf16); on a CPU base32 at B 1, 4, 8, float32, int8 and,
-where the CPU runs bf16 natively (AVX512-BF16, AMX: a replica's choice there), bf16.
+(B 1, 8, 32, 64; both configs; float32, bf16 and, on FP8 tensor cores, float8); on a CPU base32 at
+B 1, 4, 8, float32, int8 and, where the CPU runs bf16 natively (AVX512-BF16, AMX: a replica's choice
+there), bf16.
 """
 
 from __future__ import annotations
@@ -55,11 +57,14 @@ sys.path.insert(0, str(REPO))
 
 from xclip_stream.model import XCLIPModel  # noqa: E402
 from xclip_stream.model.processor import XCLIPVideoProcessor  # noqa: E402
-from xclip_stream.pipeline.scoring import BatchScorer, auto_precision  # noqa: E402
+from xclip_stream.pipeline.scoring import FLOAT8_CAPABILITY, BatchScorer, auto_precision, check_precision  # noqa: E402
 
 CONFIGS = {"base32": {"patch_size": 32}, "base16": {"patch_size": 16}}  # xclip-base-patch32 / -patch16
-# our precision -> the reference's dtype: transformers has no int8 path, so int8 is timed against float32
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}
+# our precision -> the reference's dtype: transformers has no int8 or FP8 path, so int8 is timed
+# against its float32 forward and float8 against its bf16 one
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32,
+          "float8": torch.bfloat16}
+UNJUDGED = ("int8", "float8")  # no reference at their own precision (see the docstring)
 BOS, EOS = 49406, 49407
 
 
@@ -219,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default=None, help="comma list of base32, base16")
     parser.add_argument("--batch-sizes", default=None, help="comma list, e.g. 1,8,32,64")
-    parser.add_argument("--dtypes", default=None, help="comma list of float32, bfloat16, float16, int8 (CPU)")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma list of float32, bfloat16, float16, int8 (CPUs), float8 (GPUs with FP8)")
     parser.add_argument("--labels", type=int, default=16)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -244,13 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     args.configs = (args.configs or ("base32,base16" if gpu else "base32")).split(",")
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,8,32,64" if gpu else "1,4,8")).split(",")]
     native_bf16 = auto_precision(device) == "bfloat16"  # CPUs too: what a replica picks there
-    args.dtypes = (args.dtypes or ("float32,bfloat16" if gpu else "float32,bfloat16,int8" if native_bf16
-                                   else "float32,int8")).split(",")
+    fp8 = gpu and torch.cuda.get_device_capability(device) >= FLOAT8_CAPABILITY
+    args.dtypes = (args.dtypes or ("float32,bfloat16,float8" if fp8 else "float32,bfloat16" if gpu
+                                   else "float32,bfloat16,int8" if native_bf16 else "float32,int8")).split(",")
     args.seconds = args.seconds if args.seconds is not None else (1.0 if gpu else 3.0)
     for name, values, known in (("config", args.configs, CONFIGS), ("dtype", args.dtypes, DTYPES)):
         unknown = [v for v in values if v not in known]
         if unknown:
             parser.error(f"unknown {name} {unknown}; known: {sorted(known)}")
+    for name in args.dtypes:
+        try:
+            check_precision(name, device)
+        except ValueError as e:
+            parser.error(str(e))
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, on both sides
         torch.backends.cudnn.allow_tf32 = False  # (the reference's patch embedding is a cuDNN conv)
@@ -268,9 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                                "cuda_graphs": gpu and not args.no_graphs, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
     if args.max_error is not None:
-        # int8 is not judged here: random weights' logits are mostly rounding (see above), and its
-        # reference is float32; bench/precision.py measures what int8 costs on trained weights
-        bad = [r for r in rows if r["dtype"] != "int8" and (
+        # int8 and float8 are not judged here: random weights' logits are mostly rounding (see above),
+        # and they have no reference of their own; bench/precision.py measures what they cost on trained weights
+        bad = [r for r in rows if r["dtype"] not in UNJUDGED and (
             r["embed_rel_error_vs_ref_fp32"] > args.max_error
             or r["rel_error_vs_ref_fp32"] > (args.max_error if r["dtype"] == "float32"
                                              else max(args.max_error, 2 * r["ref_rel_error_vs_ref_fp32"])))]

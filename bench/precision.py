@@ -1,12 +1,13 @@
-"""What reduced precision costs on trained weights: the demo model's logits in bf16 (and fp16 on a
-GPU, int8 on a CPU) against float32, on held-out synthetic clips, scored as a replica scores them.
+"""What reduced precision costs on trained weights: the demo model's logits in bf16, fp16, int8 and
+float8 against float32, on held-out synthetic clips, scored as a replica scores them.
 
     .venv/bin/python bench/precision.py [--model demo] [--per-label 10] [--device auto] [--dtypes ...]
 
 Random weights cannot show it (their logits sit near zero, so rounding is most of each logit; see
 bench/model.py); a trained model's can. Each held-out clip of the demo world (trained combinations
 and unseen ones) is resized and cropped as a stream does it, then scored against all 120 captions
-by a ``BatchScorer`` per dtype. Per split and dtype: the relative error of the logits against
+by a ``BatchScorer`` per dtype (float8 emulated where the device lacks FP8 tensor cores: the same
+e4m3 rounding, slowly). Per split and dtype: the relative error of the logits against
 float32's (||x - x32|| / ||x32|| over all clips), how often the top label is float32's, and top-1
 accuracy. Prints a table and writes bench/results/precision.json.
 """
@@ -24,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from xclip_stream.pipeline.scoring import BatchScorer, pick_device  # noqa: E402
+from xclip_stream.pipeline.scoring import FLOAT8_CAPABILITY, BatchScorer, pick_device  # noqa: E402
 from xclip_stream.training.data import SyntheticData, trained_combinations, unseen_combinations  # noqa: E402
 from xclip_stream.training.synthetic import all_actions  # noqa: E402
 
@@ -45,13 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-label", type=int, default=10, help="held-out clips per caption (default 10, as the model card)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--dtypes", default=None,
-                        help="comma list (default: bfloat16 and float16 on a GPU, bfloat16 and int8 on a CPU)")
+                        help="comma list (default: bfloat16, float16 and float8 on a GPU, bfloat16, int8 and "
+                             "float8 on a CPU)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "precision.json"))
     args = parser.parse_args(argv)
     device = pick_device(None if args.device == "auto" else args.device)
-    dtypes = (args.dtypes or ("bfloat16,float16" if device.type == "cuda" else "bfloat16,int8")).split(",")
+    cpu = device.type == "cpu"
+    fp8 = cpu or torch.cuda.get_device_capability(device) >= FLOAT8_CAPABILITY  # a CPU emulates it
+    dtypes = args.dtypes.split(",") if args.dtypes else ["bfloat16", "int8" if cpu else "float16"] + ["float8"] * fp8
     # Eager on both sides: this measures rounding, not compile's kernels (bench/model.py has those).
-    scorers = {name: BatchScorer.load(args.model, device=str(device), precision=name, compile=False)
+    scorers = {name: BatchScorer.load(args.model, device=str(device), precision=name, compile=False, emulate=cpu)
                for name in ["float32", *dtypes]}
     exact = scorers["float32"]
     labels = tuple(a.caption for a in all_actions())

@@ -1,6 +1,6 @@
 """Reduced precision: bf16 autocast and bf16 weights run (LayerNorm statistics and the final scores stay
 float32) and stay as close to float32 as transformers itself does; int8 runs every Linear layer of the
-video side in int8 on CPUs. On CPU this exercises the code paths the GPU uses; speed is measured in
+video side in int8 on CPUs, float8 in e4m3 GEMMs (emulated here). On CPU this exercises the code paths the GPU uses; speed is measured in
 bench/, and what int8 and bf16 cost on trained weights in bench/precision.py."""
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ import transformers
 
 from xclip_stream.model import XCLIPModel
 from xclip_stream.model.processor import XCLIPVideoProcessor
-from xclip_stream.model.quantize import int8_linears
+from xclip_stream.model.quantize import (
+    E4M3,
+    Float8Linear,
+    float8_linears,
+    float8_linears_,
+    int8_linears,
+    quantize_rows,
+)
 from xclip_stream.pipeline.scoring import BatchScorer, auto_precision, check_precision
 
 from .test_model_parity import hf_config, make_inputs, perturbed
@@ -184,3 +191,69 @@ def test_int8_is_refused_off_the_cpu_and_unknown_precisions_are_named():
         check_precision("int8", torch.device("cuda"))
     with pytest.raises(ValueError, match="one of .*'int8'.* got 'int4'"):
         check_precision("int4", torch.device("cpu"))
+
+
+def test_float8_linear_keeps_each_row_within_e4m3s_rounding():
+    """One scale per output channel for the weight, one per row for the input: a row of inputs a
+    thousand times larger than the others, and an all-zero row, lose no more than any other row."""
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(5, 3, 64)
+    x[1, 2] *= 1000.0
+    x[4, 0] = 0.0
+    fp8 = Float8Linear(linear)
+    assert fp8.weight.dtype == E4M3 and fp8.weight.shape == (48, 64) and fp8.weight_scale.shape == (1, 48)
+    with torch.no_grad():
+        want, got = linear(x), fp8(x)
+    assert got.shape == (5, 3, 48) and got.dtype == torch.bfloat16
+    # the GEMM is the product of the dequantized operands plus the bias, to bf16's rounding
+    q, scale = quantize_rows(x.reshape(-1, 64))
+    exact = (q.float() * scale) @ (fp8.weight.float() * fp8.weight_scale.T).T + linear.bias.detach()
+    assert torch.allclose(got.float().reshape(-1, 48), exact, rtol=1e-2, atol=1e-2 * exact.abs().max().item())
+    rows_err = ((got.float() - want).norm(dim=-1) / want.norm(dim=-1)).flatten()
+    # e4m3 keeps 3 mantissa bits (relative step 1/16) on each operand; over a 64-term sum the
+    # rounding averages out to a few percent of each row
+    assert rows_err.max() < 0.06, rows_err
+    with pytest.raises(ValueError, match="multiples of 16, not 24 -> 48"):
+        Float8Linear(torch.nn.Linear(24, 48))
+
+
+def test_float8_scorer_runs_the_video_sides_linears_in_e4m3_and_stays_close(pair):
+    """float8 (emulated on this CPU): every Linear of the encoder's copy is an e4m3 GEMM, bf16
+    between them, the caller's model untouched, logits near float32's (on trained weights:
+    bench/precision.py). A Linear whose sizes an FP8 GEMM cannot take stays as it was."""
+    ours, ref, _ = pair
+    ids, mask, _ = make_inputs(ours.config)
+    frames = uint8_windows(ours.config)
+    scorer = BatchScorer(ours, processor=None, precision="float8", emulate=True)
+    copy_ = scorer.encoder.model
+    assert scorer.encoder.dtype == torch.bfloat16 and copy_.text_model is None
+    fused = sum(hasattr(m, "qkv_proj") for m in copy_.modules())
+    used = sum(isinstance(m, torch.nn.Linear) for name, m in ours.named_modules()
+               if not name.startswith("text_model.")) - 2 * fused
+    assert fused > 0 and float8_linears(copy_) == (used, 0)
+    assert float8_linears(ours)[0] == 0 and hasattr(ours.vision_model.encoder.layers[0].self_attn, "q_proj")
+    pixels = XCLIPVideoProcessor().normalize(frames)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_video
+        scorer.remember(("a", "b", "c"), ours.get_text_features(input_ids=ids, attention_mask=mask))
+    got = torch.tensor(scorer.score(list(frames.numpy()), [("a", "b", "c")] * 2))
+    # e4m3's 3 mantissa bits against int8's 7 (per channel): on these random weights, whose logits
+    # are mostly rounding, measured 0.039-0.091 over three seeds of frames (bf16 0.006-0.020, int8
+    # 0.011-0.030). The layer's own arithmetic is checked exactly in the test above.
+    assert 0 < cosine_err(ours, got, want) < 0.12, cosine_err(ours, got, want)
+    odd = torch.nn.Sequential(torch.nn.Linear(64, 40), torch.nn.Linear(40, 64))
+    assert float8_linears(float8_linears_(odd)) == (0, 2)
+
+
+def test_float8_needs_fp8_tensor_cores_unless_emulated(monkeypatch):
+    """The GPU's capability is the boundary here (this machine may have no GPU)."""
+    with pytest.raises(ValueError, match="float8 needs a GPU with FP8 tensor cores .*not a cpu.*int8, bfloat16"):
+        check_precision("float8", torch.device("cpu"))
+    check_precision("float8", torch.device("cpu"), emulate=True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(ValueError, match="compute capability 8.9 on.*NVIDIA A100 is 8.0.*bfloat16"):
+        check_precision("float8", torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    check_precision("float8", torch.device("cuda"))

@@ -4,7 +4,8 @@ What a replica does on every batch, so everything here is about not wasting the 
 
 * normalisation runs on the device from uint8 (a quarter of float32's bytes cross the bus);
 * on a CPU, ``int8`` runs the copy's Linear layers as dynamically quantized int8 GEMMs
-  (``model.quantize``), the rest in float32;
+  (``model.quantize``), the rest in float32; on a GPU with FP8 tensor cores, ``float8`` runs them
+  as e4m3 GEMMs with per-channel and per-token scales, the rest in bf16;
 * in bf16/fp16 the encoder is a copy of the model cast once to that dtype, not autocast over float32
   weights, which would cast every weight on every call and upcast around every LayerNorm; LayerNorm
   and softmax statistics stay float32 inside their kernels;
@@ -38,7 +39,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..model import XCLIPModel
-from ..model.quantize import quantize_linears
+from ..model.quantize import E4M3, float8_linears_, quantize_linears
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class VideoEncoder:
     def __init__(self, model: XCLIPModel, normalization: tuple[torch.Tensor, torch.Tensor],
                  dtype: torch.dtype | None = None, compile: bool = False, cuda_graphs: bool = True):
         self.device = next(model.parameters()).device
+        float8 = dtype == E4M3
+        if float8:  # e4m3 GEMMs, bf16 between them
+            dtype = torch.bfloat16
         if self.device.type == "cuda" or dtype not in (None, torch.float32):
             # Our own copy, cast once and with fused q/k/v; the caller keeps its float32 model.
             model = copy.deepcopy(model).to(torch.float32 if dtype in (None, torch.qint8) else dtype)
@@ -76,6 +80,8 @@ class VideoEncoder:
             model.fuse_for_inference()
         if dtype == torch.qint8:  # int8 weights, float32 activations between the GEMMs
             model, dtype = quantize_linears(model), None
+        if float8:  # quantized from the bf16 copy (its 8 mantissa bits against e4m3's 3: no loss that counts)
+            model = float8_linears_(model, dtype)
         self.model = model.eval()
         self.dtype = dtype
         self.shift, self.scale = (t.to(self.device) for t in normalization)

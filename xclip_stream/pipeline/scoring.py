@@ -4,12 +4,14 @@
 may belong to different label sets, encodes all videos in one call (``encoding.VideoEncoder``: bf16
 weights, torch.compile and CUDA graphs on a GPU), and scores each window against its own labels on the
 encoder's copy, with text features encoded in float32 and cached per label set. Windows are stacked
-straight into a pinned buffer and uploaded as uint8 without blocking.
+straight into a pinned buffer and uploaded as uint8 without blocking; the logits of every label set
+come back in one copy, so a batch waits for the device once.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,8 +30,11 @@ from .model_check import DEFAULT_MAX_LABELS, LabelChecker, ModelMismatch, check_
 log = logging.getLogger(__name__)
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo-xclip"
-# int8: int8 weights with float32 activations (dynamic quantization of the Linear layers), CPUs only
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.qint8}
+# int8: int8 weights with float32 activations (dynamic quantization of the Linear layers), CPUs only;
+# float8: e4m3 GEMMs with bf16 between them, GPUs with FP8 tensor cores (model.quantize)
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.qint8,
+              "float8": torch.float8_e4m3fn}
+FLOAT8_CAPABILITY = (8, 9)  # Ada (8.9) and Hopper (9.0) on: FP8 tensor cores
 
 
 def resolve_model_path(path: str) -> Path:
@@ -103,13 +108,23 @@ def _cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """A precision the device can run, or a ValueError that says what to choose instead."""
+def check_precision(precision: str, device: torch.device, emulate: bool = False) -> None:
+    """A precision the device can run, or a ValueError that says what to choose instead. ``emulate``:
+    float8 anywhere, emulated where the device lacks FP8 tensor cores (slow; for measuring accuracy)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}")
     if precision == "int8" and device.type != "cpu":
         raise ValueError(f"precision int8 runs on CPUs only (dynamically quantized GEMMs), not on {device.type}; "
                          "use bfloat16 or float16 there (or auto)")
+    if precision == "float8" and not emulate:
+        if device.type != "cuda":
+            raise ValueError(f"precision float8 needs a GPU with FP8 tensor cores (Ada, Hopper), not a {device.type}; "
+                             "use int8, bfloat16 or float32 there (or auto)")
+        capability = torch.cuda.get_device_capability(device)
+        if capability < FLOAT8_CAPABILITY:
+            raise ValueError(f"precision float8 needs FP8 tensor cores (compute capability 8.9 on: Ada, Hopper); "
+                             f"{torch.cuda.get_device_name(device)} is {capability[0]}.{capability[1]}: "
+                             "use bfloat16 or float16 (or auto)")
 
 
 class NonFiniteScores(ValueError):
@@ -132,14 +147,14 @@ class BatchScorer:
 
     def __init__(self, model: XCLIPModel, processor: XCLIPProcessor | None, precision: str = "auto",
                  cache_size: int = 64, compile: bool | None = None, cuda_graphs: bool = True,
-                 max_labels: int = DEFAULT_MAX_LABELS):
+                 max_labels: int = DEFAULT_MAX_LABELS, emulate: bool = False):
         self.label_checker = LabelChecker.for_model(processor.tokenizer, model.config, max_labels) if processor else None
         self.model = model.eval()
         self.processor = processor
         self.device = next(model.parameters()).device
         if precision == "auto":
             precision = auto_precision(self.device)
-        check_precision(precision, self.device)
+        check_precision(precision, self.device, emulate)
         self.precision = precision
         self.num_frames = model.config.vision_config.num_frames
         self.image_size = model.config.vision_config.image_size
@@ -157,14 +172,15 @@ class BatchScorer:
     @classmethod
     def load(cls, path: str, device: str | None = None, precision: str = "auto",
              compile: bool | None = None, cuda_graphs: bool = True,
-             max_labels: int = DEFAULT_MAX_LABELS) -> BatchScorer:
+             max_labels: int = DEFAULT_MAX_LABELS, emulate: bool = False) -> BatchScorer:
         """From a checkpoint folder (or ``demo``), on ``device`` (default: cuda when present);
-        ``compile`` None: on a GPU. A processor that does not fit the model is refused first."""
+        ``compile`` None: on a GPU; ``emulate``: see ``check_precision``. A processor that does not
+        fit the model is refused first."""
         folder = resolve_model_path(path)
         config, processor = XCLIPConfig.from_pretrained(folder), XCLIPProcessor.from_pretrained(folder)
         check_processor_fits(config, processor.video_processor, path)  # before the weights are read
         scorer = cls(XCLIPModel.from_pretrained(folder, device=pick_device(device)), processor, precision,
-                     compile=compile, cuda_graphs=cuda_graphs, max_labels=max_labels)
+                     compile=compile, cuda_graphs=cuda_graphs, max_labels=max_labels, emulate=emulate)
         scorer.name, scorer.digest = model_name(path), checkpoint_digest(folder)
         log.info("loaded %s (%s) on %s (%s%s%s)", folder, scorer.digest, scorer.device, scorer.precision,
                  ", compiled" if scorer.encoder.compiled else "", ", CUDA graphs" if scorer.encoder.cuda_graphs else "")
@@ -236,13 +252,18 @@ class BatchScorer:
         with self._lock, torch.inference_mode():
             text = {key: self.text_features(key) for key in groups}
             video, context = self.encoder(self.upload(frames))
+            logits = []  # (B_key, N_key) per label set, on the device
             for key, rows in groups.items():
                 index = torch.tensor(rows, device=self.device) if len(groups) > 1 else slice(None)
-                logits = self.encoder.score(video[index], context[index], text[key]).float().cpu()  # (B_key, N)
-                not_finite = (~logits.isfinite()).sum(dim=1).tolist()
-                for row, values, bad in zip(rows, logits.tolist(), not_finite):
-                    out[row] = values if not bad else WindowRefused(
-                        _non_finite_reason(bad, len(key), text[key]), NonFiniteScores)
+                logits.append(self.encoder.score(video[index], context[index], text[key]))
+            values = torch.cat([g.float().flatten() for g in logits]).tolist()  # one copy back, one sync a batch
+        at = 0
+        for key, rows in groups.items():
+            for row in rows:
+                window, at = values[at:at + len(key)], at + len(key)
+                bad = sum(not math.isfinite(v) for v in window)
+                out[row] = window if not bad else WindowRefused(
+                    _non_finite_reason(bad, len(key), text[key]), NonFiniteScores)
         return out
 
     def window_problem(self, frames: np.ndarray, labels: Sequence[str]) -> str | None:

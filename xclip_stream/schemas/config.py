@@ -346,8 +346,9 @@ class ModelConfig(_Strict):
     path: str = Field(min_length=1)  # checkpoint folder, or "demo"
     device: str | None = None  # None: cuda when the replica has a GPU, else cpu
     # auto: bf16 where the device runs it natively (GPUs from Ampere on, CPUs with AVX512-BF16 or AMX),
-    # fp16 on older GPUs, float32 on other CPUs; int8 (CPUs only): int8 weights in the Linear layers
-    precision: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
+    # fp16 on older GPUs, float32 on other CPUs; int8 (CPUs only): int8 weights in the Linear layers;
+    # float8 (GPUs with FP8 tensor cores: Ada, Hopper): e4m3 GEMMs in the video side's Linear layers
+    precision: Literal["auto", "float32", "bfloat16", "float16", "int8", "float8"] = "auto"
     compile: bool | None = None  # torch.compile the video encoder (fused kernels); None: on a GPU
     cuda_graphs: bool = True  # on a GPU, replay the video encoder from CUDA graphs, one per batch bucket
 
