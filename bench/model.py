@@ -59,7 +59,15 @@ from xclip_stream.model import XCLIPModel  # noqa: E402
 from xclip_stream.model.processor import XCLIPVideoProcessor  # noqa: E402
 from xclip_stream.pipeline.scoring import FLOAT8_CAPABILITY, BatchScorer, auto_precision, check_precision  # noqa: E402
 
-CONFIGS = {"base32": {"patch_size": 32}, "base16": {"patch_size": 16}}  # xclip-base-patch32 / -patch16
+# transformers' XCLIPConfig arguments: xclip-base-patch32 / -patch16, and the suite's "tiny" (the
+# bench's plumbing on a model a few hundredths of base32's size; its figures say nothing of speed)
+CONFIGS = {"base32": {"vision_config": {"patch_size": 32}}, "base16": {"vision_config": {"patch_size": 16}},
+           "tiny": {"vision_config": {"patch_size": 32, "hidden_size": 64, "intermediate_size": 128,
+                                      "num_hidden_layers": 2, "num_attention_heads": 4, "mit_hidden_size": 64,
+                                      "mit_intermediate_size": 128, "mit_num_attention_heads": 4},
+                    "text_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                    "num_attention_heads": 4},
+                    "projection_dim": 64, "prompt_num_attention_heads": 4}}
 # our precision -> the reference's dtype: transformers has no int8 or FP8 path, so int8 is timed
 # against its float32 forward and float8 against its bf16 one
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32,
@@ -71,7 +79,8 @@ BOS, EOS = 49406, 49407
 def reference_model(kind: str, frames: int, attn: str = "sdpa"):
     import transformers  # the test-only oracle: imported here so the module loads without it
 
-    config = transformers.XCLIPConfig(vision_config={"num_frames": frames, **CONFIGS[kind]})
+    kwargs = CONFIGS[kind]
+    config = transformers.XCLIPConfig(**{**kwargs, "vision_config": {**kwargs["vision_config"], "num_frames": frames}})
     torch.manual_seed(0)
     return transformers.XCLIPModel._from_config(config, attn_implementation=attn).eval()
 
@@ -222,7 +231,7 @@ def device_name(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default=None, help="comma list of base32, base16")
+    parser.add_argument("--configs", default=None, help="comma list of base32, base16 (tiny: the suite's)")
     parser.add_argument("--batch-sizes", default=None, help="comma list, e.g. 1,8,32,64")
     parser.add_argument("--dtypes", default=None,
                         help="comma list of float32, bfloat16, float16, int8 (CPUs), float8 (GPUs with FP8)")

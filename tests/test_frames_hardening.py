@@ -55,7 +55,8 @@ def test_hostile_records_are_dead_lettered_and_cameras_stay_bounded(ray_session,
     events, letters = TopicReader(kafka_bootstrap, events_topic), TopicReader(kafka_bootstrap, dlq)
     expected_letters = len(bad) + len(big) + 8
     with PipelineThread(config) as run:
-        letters.read_until(lambda _: len(letters.records) >= expected_letters, what="dead letters")
+        # the pipeline's start is in this wait: Serve once took 59 s beside the cluster test
+        letters.read_until(lambda _: len(letters.records) >= expected_letters, timeout=180, what="dead letters")
         events.read_until(lambda ev: len(by_camera(ev).get("cam-a", [])) >= 4, what="cam-a's windows")
         # a and b go quiet: their incidents end (after max_gap_seconds of waiting for frames), and
         # after camera_idle_s they are evicted, which makes room for c
