@@ -175,9 +175,10 @@ def _first(watch: Watch, after: float, holds) -> float | None:
 
 
 def load_rise(ctx: dict, watch: Watch, extra: int = 8, hold_s: float = 40.0, scale_s: float = 150.0,
-              idle_s: float = 150.0, both_s: float = 20.0, until: str = "running") -> dict:
+              idle_s: float = 150.0, both_s: float = 20.0, until: str = "running", options: dict | None = None) -> dict:
     """``extra`` cameras added through the control topic (more actors than one stream node's slots,
-    more windows in flight than one replica's target): held ``hold_s``, or up to ``scale_s`` until
+    more windows in flight than one replica's target; ``options``: their stream options, such as a
+    shorter hop for more windows a second each): held ``hold_s``, or up to ``scale_s`` until
     a second stream node runs, Serve runs a second replica on a second replica node (``until``
     "running"; "node": until that replica's node is added) and every added camera has had a window
     scored, and ``both_s`` more; removed; then up to ``idle_s`` for the second replica and the idle
@@ -188,8 +189,9 @@ def load_rise(ctx: dict, watch: Watch, extra: int = 8, hold_s: float = 40.0, sca
     ids = [f"added-cam-{i + 1}" for i in range(extra)]
     before = watch.sample()
     began, seen = watch.at(), len(ctx["reader"].events)
+    camera = {"url": mjpeg, **({"options": options} if options else {})}
     _send_control(ctx["bootstrap"], ctx["control_topic"], ctx["secret"],
-                  [{"op": "add_camera", "camera": {"id": cid, "url": mjpeg}} for cid in ids])
+                  [{"op": "add_camera", "camera": {"id": cid, **camera}} for cid in ids])
 
     def grown() -> bool:
         now = watch.timeline[-1]
@@ -326,7 +328,7 @@ def model_roll(ctx: dict, watch: Watch, limit_s: float = 180.0) -> dict:
     seen = len(reader.events)
     began = watch.at()
     service.deploy(local_serve_config(ctx["shipped"].serve, model={"path": str(new), "precision": "auto"},
-                                      autoscaling=ctx["autoscaling"]))
+                                      autoscaling=ctx["autoscaling"], serve_args=ctx["serve_args"]))
     submitted = time.monotonic()
 
     def by(digest: str) -> list[dict]:
@@ -423,12 +425,13 @@ def unexplained_topic_frames(holes: dict[str, list[dict]]) -> int:
 # -- one scenario ----------------------------------------------------------------------------------
 def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_timeout_s: float | None = None,
                  work: Path | None = None, ray_client: bool = False, autoscaling: dict | None = None,
-                 step_args: dict[str, dict] | None = None) -> dict:
+                 step_args: dict[str, dict] | None = None, serve_args: dict | None = None) -> dict:
     """The core scenario, then the steps of ``name`` ("a+b": a then b; "core": none), then the drain
     and the accounting.
     ``ray_client``: the driver joins through the head's Ray Client server (``ray://``, as the driver
     Deployment does) instead of the GCS address. ``autoscaling``: Serve's, instead of
-    LOCAL_AUTOSCALING; ``step_args``: a step's keyword arguments (``{"load_rise": {"extra": 4}}``)."""
+    LOCAL_AUTOSCALING; ``step_args``: a step's keyword arguments (``{"load_rise": {"extra": 4}}``);
+    ``serve_args``: changes to the application's ``args.serve`` (the replica's batching)."""
     started = time.monotonic()
     result: dict = {"scenario": name, "error": "", "local_changes": LOCAL_CHANGES}
     shipped = load_shipped()
@@ -441,7 +444,7 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
         watch = Watch(service)
         result["head_up_s"], result["watch_began_unix"] = watch.at(), round(time.time() - watch.at(), 1)
         result["nodes_at_start"] = watch.sample()
-        service.deploy(local_serve_config(shipped.serve, autoscaling=autoscaling))
+        service.deploy(local_serve_config(shipped.serve, autoscaling=autoscaling, serve_args=serve_args))
         from xclip_stream.pipeline.kafka_clients import create_topics
 
         create_topics(bootstrap, {FRAMES_TOPIC: TOPIC_PARTITIONS})
@@ -473,7 +476,7 @@ def run_scenario(name: str, flow_s: float = 20.0, drain_s: float = 60.0, idle_ti
             result["placement"] = placement(service)
             ctx = {"service": service, "bootstrap": bootstrap, "urls": urls, "secret": secret,
                    "control_topic": pipeline["kafka"]["control_topic"], "reader": reader, "work": work,
-                   "shipped": shipped, "autoscaling": autoscaling}
+                   "shipped": shipped, "autoscaling": autoscaling, "serve_args": serve_args}
             for step in name.split("+"):
                 if STEPS[step] is not None:
                     result[step] = STEPS[step](ctx, watch, **(step_args or {}).get(step, {}))

@@ -112,10 +112,11 @@ def autoscaling_config(service: dict, gcs_address: str, idle_timeout_s: float | 
     return config
 
 
-def local_serve_config(serve: dict, model: dict | None = None, autoscaling: dict | None = None) -> dict:
+def local_serve_config(serve: dict, model: dict | None = None, autoscaling: dict | None = None,
+                       serve_args: dict | None = None) -> dict:
     """serveConfigV2 with the ``serve`` changes of LOCAL_CHANGES; ``model``: the application's
     ``args.model`` instead of the shipped one (a checkpoint rolled through the config);
-    ``autoscaling``: instead of LOCAL_AUTOSCALING."""
+    ``autoscaling``: instead of LOCAL_AUTOSCALING; ``serve_args``: changes to ``args.serve``."""
     data = copy.deepcopy(serve)
     data["proxy_location"] = "Disabled"
     for app in data["applications"]:
@@ -124,6 +125,8 @@ def local_serve_config(serve: dict, model: dict | None = None, autoscaling: dict
                 deployment["autoscaling_config"].update(LOCAL_AUTOSCALING if autoscaling is None else autoscaling)
         if model is not None:
             app["args"]["model"] = model
+        if serve_args:
+            app["args"]["serve"] = {**app["args"].get("serve", {}), **serve_args}
     return data
 
 

@@ -29,16 +29,17 @@ BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 
 # `make test` runs two pytest-xdist workers (--dist loadgroup). The tests that start a local Ray
 # cluster in the test process run one after another in one group ("ray"); those that run whole
-# pipelines in processes of their own (a multi-node cluster, the demo, the CLI, the soak), and the
-# Serve bench, in another ("ray-own"). So at most two pipelines share the 2 cores at a time, and the
-# rest of the tests (one torch thread each) fill in beside them. The groups' sums are balanced by
-# hand: "ray" is the longest (about 850 s of 900 in a suite run here).
+# pipelines in processes of their own (a multi-node cluster, the demo, the CLI, the soak), the
+# Serve bench and the member-scaling test in another ("ray-own"). So at most two pipelines share
+# the 2 cores at a time, and the rest of the tests (one torch thread each) fill in beside them.
+# The two groups are balanced by hand (each about 850 s of a suite run here, the rest beside them).
 RAY_MODULES = {
     "test_pipeline", "test_pipeline_faults", "test_pipeline_security", "test_replica_faults",
     "test_frames_hardening", "test_camera_credentials", "test_placement", "test_ray_network",
     "test_delivery", "test_kafka_security",
 }
-OWN_PIPELINE_MODULES = {"test_cluster", "test_demo", "test_cli_run", "test_bench_soak", "test_bench_serve"}
+OWN_PIPELINE_MODULES = {"test_cluster", "test_demo", "test_cli_run", "test_bench_soak", "test_bench_serve",
+                        "test_member_scaling"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marker into the node id's @group
