@@ -38,6 +38,26 @@ def uint8_windows(config, batch: int = 2, seed: int = 3) -> torch.Tensor:
     return torch.randint(0, 256, (batch, v.num_frames, 3, v.image_size, v.image_size), dtype=torch.uint8, generator=g)
 
 
+def video_linears(ours, copy_) -> int:
+    """The Linear layers a scorer's copy of the video side runs: q, k and v become one qkv_proj."""
+    fused = sum(hasattr(m, "qkv_proj") for m in copy_.modules())
+    assert fused > 0
+    return sum(isinstance(m, torch.nn.Linear) for name, m in ours.named_modules()
+               if not name.startswith("text_model.")) - 2 * fused
+
+
+def scored_and_reference(pair, scorer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scorer's logits for two random windows, and transformers' float32 logits for them."""
+    ours, ref, _ = pair
+    ids, mask, _ = make_inputs(ours.config)
+    frames = uint8_windows(ours.config)
+    pixels = XCLIPVideoProcessor().normalize(frames)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_video
+        scorer.remember(("a", "b", "c"), ours.get_text_features(input_ids=ids, attention_mask=mask))
+    return torch.tensor(scorer.score(list(frames.numpy()), [("a", "b", "c")] * 2)), want
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """(our model, transformers' model) with the same weights."""
@@ -165,23 +185,14 @@ def test_int8_scorer_runs_every_linear_of_the_video_side_in_int8(pair):
     """int8 weights (one scale per output channel), float32 between the GEMMs: every Linear the
     encoder's copy runs is quantized, none is left in float32, the caller's model is untouched, and
     the logits stay near float32's (what it costs on trained weights: bench/precision.py)."""
-    ours, ref, _ = pair
-    ids, mask, _ = make_inputs(ours.config)
-    frames = uint8_windows(ours.config)
+    ours = pair[0]
     scorer = BatchScorer(ours, processor=None, precision="int8")
     copy_ = scorer.encoder.model
     assert scorer.encoder.dtype is None and copy_.text_model is None  # float32 activations
     assert not any(isinstance(m, torch.nn.Linear) for m in copy_.modules())  # every one quantized
-    fused = sum(hasattr(m, "qkv_proj") for m in copy_.modules())
-    used = sum(isinstance(m, torch.nn.Linear) for name, m in ours.named_modules()
-               if not name.startswith("text_model.")) - 2 * fused  # q, k, v -> one qkv_proj per layer
-    assert fused > 0 and int8_linears(copy_) == used
+    assert int8_linears(copy_) == video_linears(ours, copy_)
     assert int8_linears(ours) == 0 and hasattr(ours.vision_model.encoder.layers[0].self_attn, "q_proj")
-    pixels = XCLIPVideoProcessor().normalize(frames)
-    with torch.no_grad():
-        want = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_video
-        scorer.remember(("a", "b", "c"), ours.get_text_features(input_ids=ids, attention_mask=mask))
-    got = torch.tensor(scorer.score(list(frames.numpy()), [("a", "b", "c")] * 2))
+    got, want = scored_and_reference(pair, scorer)
     assert 0 < cosine_err(ours, got, want) < 0.05, cosine_err(ours, got, want)
 
 
@@ -222,22 +233,13 @@ def test_float8_scorer_runs_the_video_sides_linears_in_e4m3_and_stays_close(pair
     """float8 (emulated on this CPU): every Linear of the encoder's copy is an e4m3 GEMM, bf16
     between them, the caller's model untouched, logits near float32's (on trained weights:
     bench/precision.py). A Linear whose sizes an FP8 GEMM cannot take stays as it was."""
-    ours, ref, _ = pair
-    ids, mask, _ = make_inputs(ours.config)
-    frames = uint8_windows(ours.config)
+    ours = pair[0]
     scorer = BatchScorer(ours, processor=None, precision="float8", emulate=True)
     copy_ = scorer.encoder.model
     assert scorer.encoder.dtype == torch.bfloat16 and copy_.text_model is None
-    fused = sum(hasattr(m, "qkv_proj") for m in copy_.modules())
-    used = sum(isinstance(m, torch.nn.Linear) for name, m in ours.named_modules()
-               if not name.startswith("text_model.")) - 2 * fused
-    assert fused > 0 and float8_linears(copy_) == (used, 0)
+    assert float8_linears(copy_) == (video_linears(ours, copy_), 0)
     assert float8_linears(ours)[0] == 0 and hasattr(ours.vision_model.encoder.layers[0].self_attn, "q_proj")
-    pixels = XCLIPVideoProcessor().normalize(frames)
-    with torch.no_grad():
-        want = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_video
-        scorer.remember(("a", "b", "c"), ours.get_text_features(input_ids=ids, attention_mask=mask))
-    got = torch.tensor(scorer.score(list(frames.numpy()), [("a", "b", "c")] * 2))
+    got, want = scored_and_reference(pair, scorer)
     # e4m3's 3 mantissa bits against int8's 7 (per channel): on these random weights, whose logits
     # are mostly rounding, measured 0.039-0.091 over three seeds of frames (bf16 0.006-0.020, int8
     # 0.011-0.030). The layer's own arithmetic is checked exactly in the test above.
