@@ -295,6 +295,12 @@ def member_killed(rig: Rig) -> str:
     return "the Kafka frames member killed mid-batch (it restarts from the committed offsets)"
 
 
+def member_leaves_rejoins(rig: Rig) -> str:
+    member_killed(rig)
+    return ("one of the group's two members killed mid-batch: the other takes its partitions over, and it "
+            "rejoins from the committed offsets")
+
+
 def slow_model(rig: Rig, seconds: float = 60.0, duty: float = 0.9) -> str:
     """The replica stopped for 90% of every second: scoring about 10x slower, for a minute."""
     pids = _pids(r"^ray::ServeReplica")
@@ -329,7 +335,7 @@ SCENARIOS = [
     Scenario("replica_killed", replica_killed),
     Scenario("camera_actor_killed", camera_killed),
     Scenario("kafka_member_killed", member_killed),
-    Scenario("group_member_leaves_rejoins", member_killed, members=2),
+    Scenario("group_member_leaves_rejoins", member_leaves_rejoins, members=2),
     Scenario("slow_model_60s", slow_model),
 ]
 
