@@ -108,3 +108,34 @@ def by_camera(events: list[dict], event_type: str = "xclip.window.scores") -> di
         if e["event_type"] == event_type:
             out[e["camera_id"]].append(e)
     return out
+
+
+def scrape_metric(name: str, label: str = "camera") -> dict[str, float]:
+    """``label`` value -> the sum of Prometheus metric ``name`` over its series, scraped from the
+    metrics endpoint of this process's Ray node (Ray puts ``ray_`` before our names)."""
+    import re
+    import urllib.request
+
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(f"ray_{name}{{"):
+            labels, value = line.rsplit(" ", 1)
+            match = re.search(f'{label}="([^"]*)"', labels)
+            if match:
+                values[match.group(1)] = values.get(match.group(1), 0.0) + float(value)
+    return values
+
+
+def wait_for_metric(name: str, key: str, above: float, timeout: float = 45.0) -> float:
+    """Scrape until the metric for ``key`` exceeds ``above`` (Ray exports every few seconds)."""
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        value = scrape_metric(name).get(key)
+        if value is not None and value > above:
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"ray_{name} for {key!r} stayed at {value} (waited for more than {above})")

@@ -1,6 +1,6 @@
-"""Issue 18, part 1 (draft): camera health snapshots become Prometheus counters, gauges and a
-latency histogram. Ray's metric classes are the boundary here (recording stand-ins); the scrape of
-a running pipeline's metrics endpoint is still to be written."""
+"""Issue 18, part 1: camera health snapshots become Prometheus counters, gauges and a latency
+histogram. Ray's metric classes are the boundary here (recording stand-ins); a running pipeline's
+metrics endpoint is scraped in tests/test_pipeline.py (the RTSP camera restart)."""
 
 from __future__ import annotations
 

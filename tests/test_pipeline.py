@@ -12,7 +12,14 @@ import pytest
 import ray
 
 from tests.media import write_index_video
-from tests.pipeline_harness import PipelineThread, TopicReader, by_camera, pipeline_config
+from tests.pipeline_harness import (
+    PipelineThread,
+    TopicReader,
+    by_camera,
+    pipeline_config,
+    scrape_metric,
+    wait_for_metric,
+)
 from xclip_stream.pipeline.control_auth import sign
 from xclip_stream.pipeline.kafka_io import encode_frame_message
 from xclip_stream.pipeline.sinks import KafkaSink
@@ -107,6 +114,9 @@ def test_rtsp_camera_restart_reports_gap_and_resumes(ray_session, tiny_checkpoin
     reader = TopicReader(kafka_bootstrap, events_topic)
     with PipelineThread(config):
         reader.read_until(lambda ev: len(by_camera(ev).get("door", [])) >= 2, what="windows before the outage")
+        # issue 18: the camera's counters on Ray's metrics endpoint move as frames flow
+        decoded = wait_for_metric("xclip_frames_decoded_total", "door", above=0)
+        assert wait_for_metric("xclip_windows_scored_total", "door", above=0) >= 1
         rtsp_camera.stop()
         time.sleep(3)
         outage_end = time.time()
@@ -114,6 +124,9 @@ def test_rtsp_camera_restart_reports_gap_and_resumes(ray_session, tiny_checkpoin
         events = reader.read_until(
             lambda ev: any(w["start_time"] > outage_end for w in by_camera(ev).get("door", [])),
             timeout=90, what="windows after the camera came back")
+        assert wait_for_metric("xclip_frames_decoded_total", "door", above=decoded) > decoded
+        assert wait_for_metric("xclip_reconnects_total", "door", above=0) >= 1
+        assert "door" in scrape_metric("xclip_frame_to_event_latency_seconds_count")
     reader.close()
     validate(events)
     states = [e["state"] for e in events if e["event_type"].startswith("xclip.stream.")]

@@ -30,6 +30,7 @@ from ..pipeline.sources import VideoSource, redact_url
 from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from ..schemas.config import CameraConfig, LabelSet, StreamOptions
 from ..schemas.events import StreamStats
+from .metrics import CameraMetrics
 from .output import SinkSpec, make_delivery
 from .replica import get_handle
 from .scoring import ScoringLoop, send_events
@@ -37,6 +38,7 @@ from .scoring import ScoringLoop, send_events
 log = logging.getLogger(__name__)
 
 DROP_REPORT_INTERVAL_S = 5.0
+METRICS_INTERVAL_S = 1.0  # how often each camera's health goes to Ray's metrics (actors/metrics.py)
 STOP_DELIVERY_S = 5.0  # on stop, how long undelivered events still get to reach the sink
 
 
@@ -193,6 +195,8 @@ class CameraActor:
         self.max_windows, self.request_timeout_s = max_windows, request_timeout_s
         self.handle = None  # one Serve handle for every camera of the process, made at the first run
         self.streams: dict[str, CameraStream] = {}
+        self.metrics: CameraMetrics | None = None  # made at the first run, with the task feeding it
+        self._metrics_task: asyncio.Task | None = None
 
     async def run(self, camera: dict, labels: dict, options: dict, restarts: int = 0,
                   lost_at: float | None = None) -> dict:
@@ -201,6 +205,9 @@ class CameraActor:
             raise ValueError(f"camera {camera_id!r} already runs in this actor")
         if self.handle is None:
             self.handle = get_handle()
+        if self.metrics is None:
+            self.metrics = CameraMetrics()
+            self._metrics_task = asyncio.get_running_loop().create_task(self._export_metrics())
         self.streams[camera_id] = stream = CameraStream(
             camera, labels, options, self.model, self.sink, self.handle, self.max_windows,
             self.request_timeout_s, restarts, lost_at)
@@ -224,7 +231,22 @@ class CameraActor:
 
     async def take_output(self, camera_id: str, last: bool = False) -> list[str]:
         stream = self.streams.pop(camera_id, None) if last else self.streams.get(camera_id)
+        if last and stream is not None and self.metrics is not None:  # its final counts, then forget it
+            self._record(camera_id, stream)
+            self.metrics.forget(camera_id)
         return stream.take_output() if stream is not None else []
+
+    async def _export_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL_S)
+            for camera_id, stream in list(self.streams.items()):
+                self._record(camera_id, stream)
+
+    def _record(self, camera_id: str, stream: CameraStream) -> None:
+        try:
+            self.metrics.record(camera_id, stream.health())
+        except Exception as e:  # noqa: BLE001 - metrics must never stop a camera; said in its log
+            log.warning("camera %s: metrics not recorded: %s: %s", camera_id, type(e).__name__, e)
 
     async def cameras(self) -> list[str]:
         return list(self.streams)

@@ -1,4 +1,4 @@
-"""Prometheus metrics through Ray's metrics API (issue 18, part 1; a draft, not wired yet).
+"""Prometheus metrics through Ray's metrics API (issue 18, part 1: the cameras' so far).
 
 Each actor records into ``ray.util.metrics``; the metrics agent of every Ray node exports them on
 the node's metrics export port (what KubeRay's PodMonitor scrapes) under Ray's namespace: the
