@@ -42,7 +42,8 @@ run 60 "${BENCH[@]}" --configs base32 --batch-sizes 1,64 --dtypes bfloat16 --com
     --seconds 0.3 --profile base32:bfloat16:64 --out $R/model-gpu-eager.json
 run 50 "${BENCH[@]}" --configs base32 --batch-sizes 1,64 --dtypes float16 --compile off \
     --seconds 0.3 --out $R/model-gpu-fp16.json
-if "$PY" -c "import sys, torch; sys.exit(torch.cuda.get_device_capability() < (8, 9))"; then
+if "$PY" -c "import sys, torch; from xclip_stream.pipeline.scoring import has_float8
+sys.exit(not has_float8(torch.device('cuda')))"; then
     run 150 "${BENCH[@]}" --configs base32 --batch-sizes 1,8,32,64 --dtypes float8 --seconds 0.3 \
         --out $R/model-gpu-fp8.json
 else

@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from xclip_stream.model import XCLIPModel  # noqa: E402
 from xclip_stream.model.processor import XCLIPVideoProcessor  # noqa: E402
-from xclip_stream.pipeline.scoring import FLOAT8_CAPABILITY, BatchScorer, auto_precision, check_precision  # noqa: E402
+from xclip_stream.pipeline.scoring import BatchScorer, auto_precision, check_precision, has_float8  # noqa: E402
 
 # transformers' XCLIPConfig arguments: xclip-base-patch32 / -patch16, and the suite's "tiny" (the
 # bench's plumbing on a model a few hundredths of base32's size; its figures say nothing of speed)
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args.configs = (args.configs or ("base32,base16" if gpu else "base32")).split(",")
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,8,32,64" if gpu else "1,4,8")).split(",")]
     native_bf16 = auto_precision(device) == "bfloat16"  # CPUs too: what a replica picks there
-    fp8 = gpu and torch.cuda.get_device_capability(device) >= FLOAT8_CAPABILITY
+    fp8 = has_float8(device)
     args.dtypes = (args.dtypes or ("float32,bfloat16,float8" if fp8 else "float32,bfloat16" if gpu
                                    else "float32,bfloat16,int8" if native_bf16 else "float32,int8")).split(",")
     args.seconds = args.seconds if args.seconds is not None else (1.0 if gpu else 3.0)

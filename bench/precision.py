@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from xclip_stream.pipeline.scoring import FLOAT8_CAPABILITY, BatchScorer, pick_device  # noqa: E402
+from xclip_stream.pipeline.scoring import BatchScorer, has_float8, pick_device  # noqa: E402
 from xclip_stream.training.data import SyntheticData, trained_combinations, unseen_combinations  # noqa: E402
 from xclip_stream.training.synthetic import all_actions  # noqa: E402
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = pick_device(None if args.device == "auto" else args.device)
     cpu = device.type == "cpu"
-    fp8 = cpu or torch.cuda.get_device_capability(device) >= FLOAT8_CAPABILITY  # a CPU emulates it
+    fp8 = cpu or has_float8(device)  # a CPU emulates it
     dtypes = args.dtypes.split(",") if args.dtypes else ["bfloat16", "int8" if cpu else "float16"] + ["float8"] * fp8
     # Eager on both sides: this measures rounding, not compile's kernels (bench/model.py has those).
     scorers = {name: BatchScorer.load(args.model, device=str(device), precision=name, compile=False, emulate=cpu)

@@ -108,6 +108,11 @@ def _cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
 
 
+def has_float8(device: torch.device) -> bool:
+    """Whether ``device`` has FP8 tensor cores (a GPU of compute capability 8.9 on)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= FLOAT8_CAPABILITY
+
+
 def check_precision(precision: str, device: torch.device, emulate: bool = False) -> None:
     """A precision the device can run, or a ValueError that says what to choose instead. ``emulate``:
     float8 anywhere, emulated where the device lacks FP8 tensor cores (slow; for measuring accuracy)."""
@@ -116,15 +121,13 @@ def check_precision(precision: str, device: torch.device, emulate: bool = False)
     if precision == "int8" and device.type != "cpu":
         raise ValueError(f"precision int8 runs on CPUs only (dynamically quantized GEMMs), not on {device.type}; "
                          "use bfloat16 or float16 there (or auto)")
-    if precision == "float8" and not emulate:
+    if precision == "float8" and not emulate and not has_float8(device):
         if device.type != "cuda":
             raise ValueError(f"precision float8 needs a GPU with FP8 tensor cores (Ada, Hopper), not a {device.type}; "
                              "use int8, bfloat16 or float32 there (or auto)")
-        capability = torch.cuda.get_device_capability(device)
-        if capability < FLOAT8_CAPABILITY:
-            raise ValueError(f"precision float8 needs FP8 tensor cores (compute capability 8.9 on: Ada, Hopper); "
-                             f"{torch.cuda.get_device_name(device)} is {capability[0]}.{capability[1]}: "
-                             "use bfloat16 or float16 (or auto)")
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ValueError(f"precision float8 needs FP8 tensor cores (compute capability 8.9 on: Ada, Hopper); "
+                         f"{torch.cuda.get_device_name(device)} is {major}.{minor}: use bfloat16 or float16 (or auto)")
 
 
 class NonFiniteScores(ValueError):
