@@ -110,9 +110,10 @@ def by_camera(events: list[dict], event_type: str = "xclip.window.scores") -> di
     return out
 
 
-def scrape_metric(name: str, label: str = "camera") -> dict[str, float]:
-    """``label`` value -> the sum of Prometheus metric ``name`` over its series, scraped from the
-    metrics endpoint of this process's Ray node (Ray puts ``ray_`` before our names)."""
+def scrape_metric(name: str, label: str = "camera", where: dict[str, str] | None = None) -> dict[str, float]:
+    """``label`` value -> the sum of Prometheus metric ``name`` over its series (those whose labels
+    include ``where``), scraped from the metrics endpoint of this process's Ray node (Ray puts
+    ``ray_`` before our names)."""
     import re
     import urllib.request
 
@@ -124,17 +125,18 @@ def scrape_metric(name: str, label: str = "camera") -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith(f"ray_{name}{{"):
             labels, value = line.rsplit(" ", 1)
-            match = re.search(f'{label}="([^"]*)"', labels)
-            if match:
+            match = re.search(f'[{{,]{label}="([^"]*)"', labels)
+            if match and all(f'{k}="{v}"' in labels for k, v in (where or {}).items()):
                 values[match.group(1)] = values.get(match.group(1), 0.0) + float(value)
     return values
 
 
-def wait_for_metric(name: str, key: str, above: float, timeout: float = 45.0) -> float:
+def wait_for_metric(name: str, key: str, above: float, timeout: float = 45.0, label: str = "camera",
+                    where: dict[str, str] | None = None) -> float:
     """Scrape until the metric for ``key`` exceeds ``above`` (Ray exports every few seconds)."""
     deadline, value = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        value = scrape_metric(name).get(key)
+        value = scrape_metric(name, label, where).get(key)
         if value is not None and value > above:
             return value
         time.sleep(1.0)

@@ -127,6 +127,10 @@ def test_rtsp_camera_restart_reports_gap_and_resumes(ray_session, tiny_checkpoin
         assert wait_for_metric("xclip_frames_decoded_total", "door", above=decoded) > decoded
         assert wait_for_metric("xclip_reconnects_total", "door", above=0) >= 1
         assert "door" in scrape_metric("xclip_frame_to_event_latency_seconds_count")
+        assert wait_for_metric("xclip_events_published_total", "door", above=0, label="source") >= 2
+        model = tiny_checkpoint.name
+        assert wait_for_metric("xclip_replica_batch_size_count", model, above=0, label="model") >= 1
+        assert wait_for_metric("xclip_label_cache_hits_total", model, above=0, label="model") >= 1
     reader.close()
     validate(events)
     states = [e["state"] for e in events if e["event_type"].startswith("xclip.stream.")]
@@ -164,6 +168,16 @@ def test_malformed_frames_go_to_the_dead_letter_topic(ray_session, tiny_checkpoi
         # 32 good frames at 16 fps sampled at 8 fps: 16 kept, 4 windows.
         events_reader.read_until(lambda ev: len(by_camera(ev).get("cam-a", [])) >= 4, what="good windows")
         dlq_reader.read_until(lambda _: len(dlq_reader.records) >= len(bad), what="dead letters")
+        # issue 18: the member's metrics, by reason and by partition
+        where = {"topic": frames_topic}
+        wait_for_metric("xclip_kafka_dead_letters_total", "unsupported_format", 0, label="reason", where=where)
+        assert wait_for_metric("xclip_kafka_dead_letters_total", "corrupt_image", 1, label="reason",
+                               where=where) == 2
+        consumed = 32 + len(bad)
+        assert wait_for_metric("xclip_kafka_records_total", frames_topic, consumed - 1, label="topic") == consumed
+        assert wait_for_metric("xclip_kafka_windows_scored_total", frames_topic, 3, label="topic") == 4
+        lags = scrape_metric("xclip_kafka_consumer_lag_records", "partition", where)
+        assert lags and set(lags) <= {"0", "1", "2", "3"} and all(v >= 0 for v in lags.values())
     windows = by_camera(events_reader.values())["cam-a"]
     assert [w["first_seq"] for w in windows] == [0, 8, 16, 24]  # nothing lost around the bad records
     reasons = sorted(dict(r.headers)["dlq_reason"].decode() for r in dlq_reader.records)

@@ -122,7 +122,7 @@ class CameraStream:
             "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
             "reconnects": s.reconnects, "gaps": self.gaps, "last_error": s.last_error or self.error,
             "latency_ms": list(self.loop.stats.latencies_ms)[-50:] if self.loop else [],
-            **self.delivery.health(),
+            **self.delivery.health(self.sink_spec.events_topic),
         }
 
     def take_output(self) -> list[str]:

@@ -30,11 +30,13 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 
 import ray
 
 from ..pipeline.cameras import CameraRegistry
+from ..pipeline.consumer_lag import partition_lags
 from ..pipeline.events import EventBuilder
 from ..pipeline.idle import IdleCameras
 from ..pipeline.kafka_io import (
@@ -49,6 +51,7 @@ from ..pipeline.offsets import HandOver
 from ..pipeline.scoring import ModelInfo, frame_preprocessor
 from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from ..schemas.config import KafkaFrames, LabelSet, StreamOptions
+from .metrics import MemberMetrics
 from .output import SinkSpec, make_delivery
 from .replica import get_handle
 from .scoring import ScoringLoop, send_events
@@ -56,6 +59,7 @@ from .scoring import ScoringLoop, send_events
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+METRICS_INTERVAL_S = 1.0  # how often the member's health goes to Ray's metrics (actors/metrics.py)
 STOP_DELIVERY_S = 10.0  # on stop, how long queued events still get to be acknowledged
 
 
@@ -90,6 +94,9 @@ class KafkaFramesActor:
         self.scored_all = threading.Event()  # set when the scoring loop has drained
         self.stats = {"records": 0, "dead_letters": 0, "windows": 0, "commits": 0, "commit_failures": 0,
                       "revocations": 0, "idle_released": 0, "cameras_dropped": 0}
+        self.dead_letter_reasons: Counter[str] = Counter()  # BadMessage.reason -> records
+        self.committed: dict = {}  # tp -> the offset last committed (poll thread)
+        self.lag: dict[int, int] = {}  # partition -> records past its committed offset (poll thread)
         self.error = ""
         self.loop: ScoringLoop | None = None
         self.aio = None  # the actor's event loop: builders are used on it only
@@ -101,7 +108,11 @@ class KafkaFramesActor:
                                 congested=lambda: self.delivery.congested)
         poller = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
         poller.start()
-        await self.loop.run()
+        metrics = asyncio.get_running_loop().create_task(self._export_metrics(MemberMetrics(self.spec.topic)))
+        try:
+            await self.loop.run()
+        finally:
+            metrics.cancel()
         self.scored_all.set()
         await asyncio.get_running_loop().run_in_executor(None, poller.join)
         await asyncio.get_running_loop().run_in_executor(None, self.delivery.close, 1.0)  # drained in _poll
@@ -125,12 +136,24 @@ class KafkaFramesActor:
     async def health(self) -> dict:
         with self.lock:
             outstanding = self.tracker.outstanding()
+            reasons = dict(self.dead_letter_reasons)
         return {"source": self.name, **self.stats, "outstanding": outstanding,
                 "windows_scored": self.loop.stats.scored if self.loop else 0, "pending": len(self.pending),
                 "windows_failed": self.loop.stats.failed if self.loop else 0,
                 "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
                 "cameras": self.cameras.ids(), "cameras_evicted": self.cameras.evicted,
-                "cameras_refused": self.cameras.refused, "last_error": self.error, **self.delivery.health()}
+                "cameras_refused": self.cameras.refused, "last_error": self.error,
+                "dead_letter_reasons": reasons, "lag": dict(self.lag),
+                "latency_ms": list(self.loop.stats.latencies_ms)[-50:] if self.loop else [],
+                **self.delivery.health(self.sink_spec.events_topic)}
+
+    async def _export_metrics(self, metrics: MemberMetrics) -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL_S)
+            try:
+                metrics.record(await self.health())
+            except Exception as e:  # noqa: BLE001 - metrics must never stop a member; said in its log
+                log.warning("%s: metrics not recorded: %s: %s", self.name, type(e).__name__, e)
 
     async def take_output(self) -> list[str]:
         return self.lines.take() if self.lines is not None else []
@@ -165,6 +188,7 @@ class KafkaFramesActor:
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     self.cameras.sweep()
                     self._commit(consumer)
+                    self.lag = partition_lags(consumer, self.committed)
                     last_commit = time.monotonic()
         except QueueClosed:
             pass
@@ -257,6 +281,8 @@ class KafkaFramesActor:
 
     def _dead_letter(self, tp, record, error: BadMessage) -> None:
         self.stats["dead_letters"] += 1
+        with self.lock:
+            self.dead_letter_reasons[error.reason] += 1
         log.warning("%s: offset %d of %s[%d] to the dead-letter topic: %s", self.name, record.offset,
                     tp.topic, tp.partition, error)
         key, value, headers = dead_letter_record(record.key, record.value, list(record.headers or []), error,
@@ -292,6 +318,7 @@ class KafkaFramesActor:
         from kafka.structs import OffsetAndMetadata
 
         consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        self.committed.update(offsets)
         self.stats["commits"] += 1
 
     def _drain_and_close(self, consumer) -> None:
@@ -337,6 +364,8 @@ class KafkaFramesActor:
     def _drop_partitions(self, revoked: set) -> None:
         """Partitions went to another member: forget their cameras here (frames in rings, queued
         windows, incidents, which end now); the new owner re-reads from the committed offsets."""
+        for tp in revoked:
+            self.committed.pop(tp, None)  # a later owner may commit further: not ours to report
         cameras = {camera for camera, tp in self.camera_tps.items() if tp in revoked}
         if not cameras:
             return

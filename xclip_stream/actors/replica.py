@@ -15,6 +15,9 @@ health check fails when the replica holds work but completes no batch for ``stal
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 import ray
 from pydantic import ValidationError
@@ -24,6 +27,9 @@ from ..pipeline.batching import Batcher
 from ..pipeline.scoring import BatchScorer, ReplicaScores, WindowRefused
 from ..pipeline.stall import StallWatch
 from ..schemas.config import ConfigError, ModelConfig, ServeAppArgs, ServeConfig, format_validation_error
+from .metrics import ReplicaMetrics
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "xclip-stream"
 DEPLOYMENT_NAME = "XCLIPReplica"
@@ -42,6 +48,7 @@ class XCLIPReplica:
                                        max_labels=max_labels)
         self.scorer.encoder.warm_up(max_batch_size)  # compile and capture now, not on live windows
         self.watch = StallWatch(stall_timeout_s)
+        self.metrics = ReplicaMetrics()
         self.batcher = Batcher(self._score_batch, max_batch_size, batch_wait_timeout_s,
                                after_batch=self.watch.batch_done)
 
@@ -60,7 +67,13 @@ class XCLIPReplica:
 
     def _score_batch(self, calls: list[tuple[np.ndarray, tuple[str, ...]]]) -> list[list[float] | WindowRefused]:
         """One forward pass over the batch's windows (in the batcher's worker thread)."""
-        return self.scorer.score_each([frames for frames, _ in calls], [labels for _, labels in calls])
+        began = time.perf_counter()
+        scores = self.scorer.score_each([frames for frames, _ in calls], [labels for _, labels in calls])
+        try:
+            self.metrics.batch(self.scorer.name, len(calls), time.perf_counter() - began, self.scorer.cache_stats)
+        except Exception as e:  # noqa: BLE001 - metrics must never fail a batch; said in the replica's log
+            log.warning("batch metrics not recorded: %s: %s", type(e).__name__, e)
+        return scores
 
     def info(self) -> dict:
         return {"device": str(self.scorer.device), "precision": self.scorer.precision,

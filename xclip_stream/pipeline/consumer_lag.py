@@ -1,4 +1,5 @@
-"""How far a consumer group is behind on a topic, measured from outside the group.
+"""How far a consumer group is behind on a topic, measured from outside the group (and each
+member's own share, for the metrics: ``partition_lags``).
 
 The driver asks this to decide how many frames members a topic needs (``member_scaling``). It
 must never join the group (that would take partitions from the members and trigger rebalances),
@@ -90,3 +91,20 @@ class LagProbe:
                 except Exception as e:  # noqa: BLE001 - closing a broken client: nothing left to save
                     log.debug("closing a lag client: %s", e)
         self._admin = self._consumer = None
+
+
+def partition_lags(consumer, committed: dict) -> dict[int, int]:
+    """A member's own lag, per partition it holds: records past its committed offset (or its
+    position, before its first commit there), against the end its last fetch reported; it makes no
+    request. For the metrics: LagProbe measures a whole group's for scaling."""
+    lags = {}
+    for tp in consumer.assignment():
+        high, done = consumer.highwater(tp), committed.get(tp)
+        if done is None:
+            try:
+                done = consumer.position(tp, timeout_ms=0)
+            except Exception:  # noqa: BLE001 - no position yet: no figure for this partition
+                continue
+        if high is not None and done is not None:
+            lags[tp.partition] = max(0, high - done)
+    return lags

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backoff import Backoff
@@ -33,6 +33,7 @@ ACK_POLL_S = 0.2  # how often the sending thread looks up from a pending ack (cl
 class DeliveryStats:
     submitted: int = 0
     acked: int = 0
+    acked_by_topic: dict[str, int] = field(default_factory=dict)
     retries: int = 0  # failed sends that were sent again
     recreated: int = 0  # producers closed and made anew
     last_error: str = ""
@@ -127,8 +128,11 @@ class Delivery:
                       self.name, lost, self.stats.last_error or "none")
         return lost
 
-    def health(self) -> dict:
-        return {"events_undelivered": self.backlog, "delivery_retries": self.stats.retries,
+    def health(self, events_topic: str | None = None) -> dict:
+        """Counts for a stream's health; ``events_published``: acknowledged on ``events_topic``."""
+        published = self.stats.acked_by_topic.get(events_topic, 0) if events_topic else self.stats.acked
+        return {"events_undelivered": self.backlog, "events_published": published,
+                "event_send_failures": self.stats.retries,
                 "producers_recreated": self.stats.recreated}
 
     # -- delivery thread ------------------------------------------------------------------------
@@ -174,6 +178,7 @@ class Delivery:
             with self._cond:
                 self._queue.popleft()
                 self.stats.acked += 1
+                self.stats.acked_by_topic[head.topic] = self.stats.acked_by_topic.get(head.topic, 0) + 1
                 self._cond.notify_all()
             self.backoff.reset()
             self._consecutive = 0

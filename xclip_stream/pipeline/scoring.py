@@ -163,6 +163,7 @@ class BatchScorer:
         self.image_size = model.config.vision_config.image_size
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+        self.cache_stats = {"label_cache_hits": 0, "label_cache_misses": 0}  # for the replica's metrics
         if compile is None:
             compile = self.device.type == "cuda"
         video_processor = processor.video_processor if processor is not None else XCLIPVideoProcessor()
@@ -193,7 +194,9 @@ class BatchScorer:
         """(N, P) label features, cached per label set (LRU)."""
         if labels in self._text:
             self._text.move_to_end(labels)
+            self.cache_stats["label_cache_hits"] += 1
             return self._text[labels]
+        self.cache_stats["label_cache_misses"] += 1
         if self.label_checker is not None:
             self.label_checker.check(labels)  # a label cut at 77 tokens or an id past the embedding: say so
         tokens = self.processor.tokenizer(list(labels), padding=True, return_tensors="pt")

@@ -433,6 +433,16 @@ class PlacementConfig(_Strict):
         return resources
 
 
+class HttpConfig(_Strict):
+    """The pipeline's own HTTP server (in the driver): ``/healthz``, ``/readyz`` and ``/metrics``.
+    Off unless this section is given; it listens on loopback unless ``host`` says otherwise (in a
+    pod, ``0.0.0.0`` for the kubelet's probes and Prometheus). ``port: 0`` takes a free port (logged)."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8090, ge=0, le=65535)
+    stale_after_s: float = Field(30.0, gt=0, le=3600)  # /healthz fails when the driver's loop stalls this long
+
+
 class PipelineConfig(_Strict):
     model: ModelConfig
     ray: RayConfig = RayConfig()
@@ -445,6 +455,7 @@ class PipelineConfig(_Strict):
     cameras: list[CameraConfig] = []
     max_windows: int | None = Field(None, ge=1)  # each camera stops after this many windows
     control: ControlConfig | None = None  # required with kafka.control_topic
+    http: HttpConfig | None = None  # None: no HTTP server
 
     @model_validator(mode="after")
     def _consistent(self):
