@@ -141,3 +141,46 @@ def wait_for_metric(name: str, key: str, above: float, timeout: float = 45.0, la
             return value
         time.sleep(1.0)
     raise AssertionError(f"ray_{name} for {key!r} stayed at {value} (waited for more than {above})")
+
+
+def free_port() -> int:
+    """A port free on loopback now (for a pipeline's ``http`` section, whose port the test must know)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET, error statuses included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def driver_metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the driver's ``/metrics`` sample ``name`` with exactly ``labels``, or None."""
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    wanted = f"{name}{{{inner}}}" if inner else name
+    for line in text.splitlines():
+        if line.rsplit(" ", 1)[0] == wanted:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for_http(url: str, check, timeout: float = 30.0, what: str = "") -> tuple[int, str]:
+    """GET ``url`` until ``check(status, body)`` holds (the driver refreshes its status every 2 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = http_get(url)
+        if check(status, body):
+            return status, body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url}: {what or 'condition'} not met; last answer {status}: {body[:500]}")
+        time.sleep(0.5)

@@ -16,8 +16,11 @@ from tests.pipeline_harness import (
     PipelineThread,
     TopicReader,
     by_camera,
+    driver_metric,
+    free_port,
     pipeline_config,
     scrape_metric,
+    wait_for_http,
     wait_for_metric,
 )
 from xclip_stream.pipeline.control_auth import sign
@@ -110,15 +113,27 @@ def test_rtsp_camera_restart_reports_gap_and_resumes(ray_session, tiny_checkpoin
                                                       kafka_topic):
     events_topic = f"{kafka_topic}-events"
     config = pipeline_config(tiny_checkpoint, cameras=[{"id": "door", "url": rtsp_camera.url}],
-                             kafka={"bootstrap": kafka_bootstrap, "events_topic": events_topic})
+                             kafka={"bootstrap": kafka_bootstrap, "events_topic": events_topic},
+                             http={"port": free_port()})
+    url = f"http://127.0.0.1:{config['http']['port']}"
     reader = TopicReader(kafka_bootstrap, events_topic)
     with PipelineThread(config):
         reader.read_until(lambda ev: len(by_camera(ev).get("door", [])) >= 2, what="windows before the outage")
+        # issue 18: the driver's probes and metrics
+        wait_for_http(url + "/readyz", lambda status, body: status == 200 and json.loads(body)["sources"]
+                      == {"camera:door": "connected"}, what="ready with the camera connected")
+        assert wait_for_http(url + "/healthz", lambda status, _: status == 200)
+        wait_for_http(url + "/metrics", lambda _, body: driver_metric(body, "xclip_pipeline_ready") == 1 and
+                      driver_metric(body, "xclip_sources", kind="camera", state="connected") == 1)
         # issue 18: the camera's counters on Ray's metrics endpoint move as frames flow
         decoded = wait_for_metric("xclip_frames_decoded_total", "door", above=0)
         assert wait_for_metric("xclip_windows_scored_total", "door", above=0) >= 1
         rtsp_camera.stop()
-        time.sleep(3)
+        stopped_at = time.monotonic()
+        # the camera is down: degraded, still ready (its actor keeps trying; a new driver would not help)
+        wait_for_http(url + "/readyz", lambda status, body: status == 200 and json.loads(body)["degraded"]
+                      and json.loads(body)["degraded"][0].startswith("camera:door: "), what="degraded")
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - stopped_at)))
         outage_end = time.time()
         rtsp_camera.start()
         events = reader.read_until(
@@ -275,7 +290,8 @@ def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_ch
                                     "control_topic": control_topic},
                              label_sets={"vehicles": {"labels": ["a car", "a truck"]}},
                              control={"secret_env": "XCLIP_TEST_CONTROL_SECRET",
-                                      "source_policy": {"hosts": ["127.0.0.1/32"]}})
+                                      "source_policy": {"hosts": ["127.0.0.1/32"]}},
+                             http={"port": free_port()})
     secret = "pipeline-control-test-secret"
     monkeypatch.setenv("XCLIP_TEST_CONTROL_SECRET", secret)
     reader = TopicReader(kafka_bootstrap, events_topic)
@@ -298,6 +314,10 @@ def test_cameras_added_relabelled_and_removed_while_running(ray_session, tiny_ch
         removed_at = len(reader.values())
         reader.read_until(lambda ev: len(ev) > removed_at + 4, what="more events")
         later = reader.values()[removed_at + 2:]  # allow the last in-flight windows of "yard"
+        # issue 18: the control plane's counts on the driver's /metrics
+        wait_for_http(f"http://127.0.0.1:{config['http']['port']}/metrics", lambda _, body: (
+            driver_metric(body, "xclip_control_messages_total", outcome="applied"),
+            driver_metric(body, "xclip_control_messages_total", outcome="refused")) == (3, 2), what="3 applied, 2 refused")
     control.close()
     reader.close()
     removed = next(e for e in reader.values() if e["event_type"] == "xclip.control.applied"

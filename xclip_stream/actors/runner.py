@@ -25,6 +25,8 @@ from ..pipeline.kafka_clients import KafkaUnreachable, check_access, client_conf
 from ..pipeline.model_check import LabelChecker
 from ..pipeline.scoring import ModelInfo, resolve_model_path
 from ..schemas.config import ConfigError, PipelineConfig, RayConfig, load_config
+from ..web.server import HttpServer
+from ..web.status import Status, running_status
 from . import ray_env
 from .output import SinkSpec
 from .replica import APP_NAME, check_running, deploy
@@ -33,6 +35,7 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 HEALTH_LOG_INTERVAL_S = 60.0
+STATUS_INTERVAL_S = 2.0  # how often the HTTP server's status (readiness, driver metrics) is refreshed
 KAFKA_ATTEMPT_S = 5.0  # one attempt to reach the broker at start; failed attempts are retried
 
 
@@ -122,6 +125,8 @@ def run_pipeline(
     model = ModelInfo.read(config.model.path)
     labels = LabelChecker.load(resolve_model_path(config.model.path), config.serve.max_labels)
     labels.check_config(config)
+    server = HttpServer(config.http).start() if config.http else None  # probes answer from here on
+    publish = server.publish if server else lambda _: None
     previous = _install_signal_handlers(stop)
     started_ray = deployed = False
     supervisor = None
@@ -130,8 +135,10 @@ def run_pipeline(
         kafka = config.kafka
         if kafka:
             where = f"kafka {kafka.bootstrap}"
+            publish(Status.starting(f"reaching {where}"))
             retry(lambda: check_access(kafka.bootstrap, kafka.security, kafka.connect_timeout_s), where, stop,
                   (KafkaUnreachable,))
+        publish(Status.starting("Ray"))
         started_ray = init_ray(ray_address, log_to_driver, config.ray)
         # ray.init replaced SIGTERM's handler with one that exits at once (no drain): ours again
         _install_signal_handlers(stop)
@@ -142,6 +149,7 @@ def run_pipeline(
             if kafka.control_topic:
                 control = retry(lambda: open_control_topic(config, labels.check_config), where, stop, unreachable)
                 config = control.start()  # the control topic's changes, kept across restarts
+        publish(Status.starting(f"the model application {APP_NAME}"))
         if config.serve.deploy:
             deployed = True  # from here on, a half-made deployment is removed too
             deploy(config.model, config.serve)
@@ -154,13 +162,21 @@ def run_pipeline(
         supervisor = Supervisor(config, model, sink, config.max_windows)
         supervisor.start()
         watcher = ConfigWatcher(config_path, labels.check_config) if config_path else None
-        next_health = time.monotonic() + HEALTH_LOG_INTERVAL_S
+        health_logged, status_at = time.monotonic(), 0.0
         while not stop.is_set() and not supervisor.done:
             supervisor.poll(0.5)
-            if time.monotonic() >= next_health and log.isEnabledFor(logging.INFO):
-                for key, health in supervisor.health().items():
-                    log.info("health %s: %s", key, {k: v for k, v in health.items() if k != "latency_ms"})
-                next_health = time.monotonic() + HEALTH_LOG_INTERVAL_S
+            now = time.monotonic()
+            log_due = now - health_logged >= HEALTH_LOG_INTERVAL_S and log.isEnabledFor(logging.INFO)
+            status_due = server is not None and now - status_at >= STATUS_INTERVAL_S
+            if log_due or status_due:
+                health = supervisor.health()
+                if status_due:
+                    server.publish(running_status(health, model_problem(), control.counts if control else None))
+                    status_at = now
+                if log_due:
+                    for key, h in health.items():
+                        log.info("health %s: %s", key, {k: v for k, v in h.items() if k != "latency_ms"})
+                    health_logged = now
             _write(out, supervisor.take_output())
             new = watcher.changed() if watcher else None
             if control:
@@ -169,6 +185,7 @@ def run_pipeline(
                 new = control.poll() or new
             if new is not None:
                 supervisor.apply(new)
+        publish(Status(phase="stopping", updated=time.monotonic(), problems=("stopping",)))
         supervisor.stop()
         _write(out, supervisor.take_output())
         return supervisor.finished
@@ -192,6 +209,19 @@ def run_pipeline(
             serve.shutdown()
             gc.collect()
             ray.shutdown()
+        if server:
+            server.stop()
+
+
+def model_problem() -> str | None:
+    """Why the model application does not run (None when it does), for /readyz."""
+    try:
+        check_running()
+    except LookupError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - the controller did not answer: not ready, said why
+        return f"its status could not be read: {type(e).__name__}: {e}"
+    return None
 
 
 def kafka_unreachable_errors() -> tuple[type[BaseException], ...]:

@@ -73,7 +73,8 @@ class Delivery:
         self.recreate_after = recreate_after
         self.backoff = backoff or Backoff(initial=0.5, maximum=10.0)
         self.stats = DeliveryStats()
-        self._consecutive = 0  # failed sends since the last acknowledgement
+        self._consecutive = 0  # failed sends since the last acknowledgement (or producer replacement)
+        self._failing = False  # from a failed send or connection until the next acknowledgement
         self._queue: deque[_Record] = deque()  # every unacknowledged record, oldest first
         self._cond = threading.Condition()
         self._closing = False
@@ -132,8 +133,8 @@ class Delivery:
         """Counts for a stream's health; ``events_published``: acknowledged on ``events_topic``."""
         published = self.stats.acked_by_topic.get(events_topic, 0) if events_topic else self.stats.acked
         return {"events_undelivered": self.backlog, "events_published": published,
-                "event_send_failures": self.stats.retries,
-                "producers_recreated": self.stats.recreated}
+                "event_send_failures": self.stats.retries, "producers_recreated": self.stats.recreated,
+                "sink_failing": self._failing, "sink_error": self.stats.last_error if self._failing else ""}
 
     # -- delivery thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -182,6 +183,7 @@ class Delivery:
                 self._cond.notify_all()
             self.backoff.reset()
             self._consecutive = 0
+            self._failing = False
             if head.on_ack is not None:
                 try:
                     head.on_ack(future.value)
@@ -193,6 +195,7 @@ class Delivery:
     def _failed(self, error: BaseException) -> None:
         """A send failed: back off, replace the producer if it keeps failing, resend from the oldest."""
         self._consecutive += 1
+        self._failing = True
         self.stats.retries += 1
         self.stats.last_error = f"{type(error).__name__}: {error}"
         recreate = self._consecutive >= self.recreate_after
@@ -215,6 +218,7 @@ class Delivery:
                 return True
             except Exception as e:  # noqa: BLE001 - broker down: logged, retried until close
                 delay = self.backoff.next_delay()
+                self._failing = True
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 log.warning("delivery %s: cannot create the producer (%s); retrying in %.1f s",
                             self.name, self.stats.last_error, delay)
