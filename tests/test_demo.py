@@ -35,6 +35,7 @@ def test_demo_events_name_each_cameras_true_activity(tmp_path, kafka_bootstrap, 
     vias = {camera.split("-")[0] for camera in truth}
     assert {"mjpeg", "file"} <= vias and ("rtsp" in vias) == rtsp_available()
     assert "windows scored" in proc.stdout  # the live view's closing line
+    assert "health and metrics at http://127.0.0.1:" in proc.stderr  # the pipeline's HTTP server (issue 18)
 
     reader = TopicReader(kafka_bootstrap, kafka_topic)
     try:

@@ -33,6 +33,7 @@ FPS, SIZE, SCENE_SECONDS, SCENES_PER_LOOP = 8, 128, 3.0, 10
 SAMPLE_FPS, HOP = 4.0, 4  # 8-frame windows of 1.75 s, one a second
 EVENTS_TOPIC = "xclip.demo.events"
 STARTUP_LIMIT_S = 180.0
+DEMO_HTTP_PORT = 8090  # the pipeline's HTTP server (another free one when taken)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def serve_cameras(cameras: list[DemoCamera]) -> Iterator[dict[str, str]]:
         yield urls
 
 
-def pipeline_config(cameras: list[DemoCamera], urls: dict[str, str], bootstrap: str, topic: str, model: str):
+def pipeline_config(cameras: list[DemoCamera], urls: dict[str, str], bootstrap: str, topic: str, model: str,
+                    http_port: int | None = None):
     from .schemas.config import parse_config
 
     return parse_config({
@@ -100,6 +102,7 @@ def pipeline_config(cameras: list[DemoCamera], urls: dict[str, str], bootstrap: 
         "defaults": {"sample_fps": SAMPLE_FPS, "hop": HOP},
         "kafka": {"bootstrap": bootstrap, "events_topic": topic},
         "cameras": [{"id": c.id, "url": urls[c.id], "loop": c.transport == "file"} for c in cameras],
+        **({"http": {"port": http_port}} if http_port is not None else {}),
     }, "demo")
 
 
@@ -147,9 +150,10 @@ def _stop_later(first_window: threading.Event, seconds: float, stop: threading.E
 
 def run_demo(seconds: float, cameras: int = 4, bootstrap: str | None = None, topic: str = EVENTS_TOPIC,
              model: str = "demo", summary_path: Path | None = None, plain: bool | None = None,
-             log: Path | None = None) -> dict:
+             log: Path | None = None, http_port: int | None = DEMO_HTTP_PORT) -> dict:
     from .actors.runner import run_pipeline
     from .services.rtsp_server import rtsp_available
+    from .web.server import available_port
 
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="xclip-demo-") as tmp:
@@ -158,8 +162,12 @@ def run_demo(seconds: float, cameras: int = 4, bootstrap: str | None = None, top
         log.write_text("")
         print(f"xclip-stream demo: preparing {cameras} synthetic cameras; logs in {log}", file=sys.stderr)
         planned = plan_cameras(cameras, work, rtsp_available())
+        if http_port is not None:
+            http_port = available_port("127.0.0.1", http_port)
+            print(f"xclip-stream demo: health and metrics at http://127.0.0.1:{http_port} "
+                  "(/healthz, /readyz, /metrics)", file=sys.stderr)
         with broker(bootstrap, work) as servers, serve_cameras(planned) as urls, quiet_output(log) as terminal:
-            config = pipeline_config(planned, urls, servers, topic, model)
+            config = pipeline_config(planned, urls, servers, topic, model, http_port)
             view = LiveView(servers, topic, [ViewCamera(c.id, c.transport, c.action.caption) for c in planned],
                             terminal, seconds=seconds, plain=plain, stop=stop)
             view.start()
@@ -187,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, help="write the per-camera accuracy summary here (JSON)")
     parser.add_argument("--plain", action="store_true", help="one line per event instead of a redrawn table")
     parser.add_argument("--log", type=Path, help="Ray's and the services' output (default: TMPDIR/xclip-demo.log)")
+    parser.add_argument("--http-port", type=int, default=DEMO_HTTP_PORT,
+                        help=f"the pipeline's HTTP server on loopback (default {DEMO_HTTP_PORT}; 0: any free port)")
     args = parser.parse_args(argv)
     try:
         summary = run_demo(args.seconds, args.cameras, args.kafka_bootstrap, args.events_topic, args.model,
-                           args.summary, plain=True if args.plain else None, log=args.log)
+                           args.summary, plain=True if args.plain else None, log=args.log, http_port=args.http_port)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"xclip-stream demo: error: {e}", file=sys.stderr)
         return 2

@@ -36,6 +36,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def available_port(host: str, preferred: int) -> int:
+    """``preferred`` when it is free on ``host`` now, else a free port (the demo's, which must print
+    its URL before the pipeline starts; a configured port is never replaced: see ``bind``)."""
+    for port in (preferred, 0):
+        try:
+            with socket.socket(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]) as sock:
+                sock.bind((host, port))
+                return sock.getsockname()[1]
+        except OSError:
+            continue
+    raise ConfigError(f"http: no free port on {host}")
+
+
 class HttpServer:
     def __init__(self, config: HttpConfig):
         self.config = config
