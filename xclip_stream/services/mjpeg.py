@@ -14,37 +14,16 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
 import numpy as np
 
+from ..pipeline.jpeg import JpegEncoder
+
 FrameFn = Callable[[int], np.ndarray]  # frame index -> (H, W, 3) uint8 RGB
 BOUNDARY = "xclipframe"
-
-
-class JpegEncoder:
-    """Encodes RGB frames to JPEG with FFmpeg's mjpeg encoder (one reusable context per frame size)."""
-
-    def __init__(self, bit_rate: int = 8_000_000):
-        self.bit_rate = bit_rate
-        self._context: av.video.codeccontext.VideoCodecContext | None = None
-
-    def encode(self, image: np.ndarray) -> bytes:
-        height, width = image.shape[:2]
-        ctx = self._context
-        if ctx is None or (ctx.width, ctx.height) != (width, height):
-            ctx = av.CodecContext.create("mjpeg", "w")
-            ctx.width, ctx.height = width, height
-            ctx.pix_fmt = "yuvj420p"
-            ctx.time_base = Fraction(1, 25)
-            ctx.bit_rate = self.bit_rate
-            self._context = ctx
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        packets = ctx.encode(frame.reformat(format="yuvj420p"))
-        return b"".join(bytes(p) for p in packets)
 
 
 class _JpegFrames:
