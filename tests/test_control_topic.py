@@ -87,6 +87,31 @@ def test_changes_survive_a_restart_and_changes_made_while_down_apply_at_start(ka
     assert not any("hunter2" in str(e) for e in events)
 
 
+def test_the_live_pages_label_changes_are_checked_then_applied_through_the_topic(kafka_bootstrap, kafka_topic,
+                                                                                  monkeypatch):
+    """Issue 18: ``forward`` (the page's form) writes only authentic, fresh, new set_labels messages
+    to the control topic; there they are applied and reported like any other record."""
+    from xclip_stream.pipeline.control import Refused
+    from xclip_stream.pipeline.control_auth import AuthError
+
+    monkeypatch.setenv("XCLIP_TEST_CONTROL_SECRET", SECRET)
+    control = open_control_topic(config_for(kafka_bootstrap, kafka_topic))
+    try:
+        control.start()
+        relabel = sign({"op": "set_labels", "id": "c1", "labels": "night"}, SECRET.encode())
+        with pytest.raises(AuthError, match="bad signature"):
+            control.forward(sign({"op": "set_labels", "id": "c1", "labels": "night"}, b"not-the-secret-at-all"))
+        with pytest.raises(Refused, match="labels only, not remove_camera"):
+            control.forward(sign({"op": "remove_camera", "id": "c1"}, SECRET.encode()))
+        assert control.forward(relabel) == "c1"
+        with pytest.raises(AuthError, match="replayed"):
+            control.forward(relabel)
+        config = poll_until(control, lambda: control.counts["applied"] == 1)
+        assert config.cameras[0].labels == "night" and control.counts["refused"] == 0  # nothing else was written
+    finally:
+        control.close()
+
+
 def test_a_control_topic_without_its_secret_refuses_to_start(kafka_bootstrap, kafka_topic, monkeypatch):
     monkeypatch.delenv("XCLIP_TEST_CONTROL_SECRET", raising=False)
     with pytest.raises(ConfigError, match="XCLIP_TEST_CONTROL_SECRET is missing"):

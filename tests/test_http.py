@@ -103,3 +103,70 @@ def test_a_taken_port_is_a_clear_error_naming_the_address():
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"http: cannot listen on 127.0.0.1:{port}"):
             HttpServer(HttpConfig(port=port)).start()
+
+
+def http_post(url: str, body: bytes) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_page_its_files_state_stream_and_thumbnails():
+    import urllib.request
+
+    server = HttpServer(HttpConfig(port=0)).start()
+    try:
+        with urllib.request.urlopen(server.url + "/", timeout=10) as response:
+            csp = response.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "default-src 'none'" in csp  # nothing inline, nothing remote
+            assert b'<script src="/static/app.js">' in response.read()
+        assert http_get(server.url + "/static/app.js")[0] == 200
+        assert http_get(server.url + "/static/..%2Fserver.py")[0] == 404  # a fixed set of files
+        server.live.add({"event_type": "xclip.window.scores", "camera_id": "door", "window_index": 3, "end_time": 1.0,
+                         "top_label": "a person", "top_score": 0.9, "scores": {"a person": 0.9, "a car": 0.1}})
+        status, body = http_get(server.url + "/api/state")
+        state = json.loads(body)
+        assert status == 200 and state["cameras"][0]["windows"][0]["top"] == [["a person", 0.9], ["a car", 0.1]]
+        assert state["status"]["phase"].startswith("starting")
+        assert http_get(server.url + "/api/cameras/door/frame.jpg")[0] == 404
+        server.live.set_thumbnails({"door": b"\xff\xd8jpeg"})
+        with urllib.request.urlopen(server.url + "/api/cameras/door/frame.jpg", timeout=10) as response:
+            assert response.headers["Content-Type"] == "image/jpeg" and response.read() == b"\xff\xd8jpeg"
+        with urllib.request.urlopen(server.url + "/api/stream", timeout=10) as stream:  # server-sent events
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            line = stream.readline()
+            assert line.startswith(b"data: ") and json.loads(line[6:])["cameras"][0]["thumbnail"] == 1
+            assert server.viewers == 1  # what makes the driver ask the cameras for thumbnails
+    finally:
+        server.stop()
+
+
+def test_the_label_form_posts_only_through_the_control_topics_checks():
+    from xclip_stream.pipeline.control_auth import AuthError
+
+    server = HttpServer(HttpConfig(port=0)).start()
+    forwarded = []
+
+    def forward(body: bytes) -> str:
+        if b"forged" in body:
+            raise AuthError("bad signature (wrong secret, or the message was altered)")
+        forwarded.append(body)
+        return "door"
+
+    try:
+        status, answer = http_post(server.url + "/api/control", b"{}")
+        assert status == 409 and "read-only" in answer["error"]  # no control topic, no changes
+        server.forward = forward
+        assert http_post(server.url + "/api/control", b'{"forged": 1}') == (
+            403, {"error": "bad signature (wrong secret, or the message was altered)"})
+        assert http_post(server.url + "/api/control", b"x" * 70_000)[0] == 413
+        assert http_post(server.url + "/api/control", b'{"ok": 1}') == (202, {"submitted": True, "camera": "door"})
+        assert forwarded == [b'{"ok": 1}']
+    finally:
+        server.stop()

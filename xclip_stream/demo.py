@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import random
+import secrets
 import sys
 import tempfile
 import threading
@@ -34,6 +35,7 @@ SAMPLE_FPS, HOP = 4.0, 4  # 8-frame windows of 1.75 s, one a second
 EVENTS_TOPIC = "xclip.demo.events"
 STARTUP_LIMIT_S = 180.0
 DEMO_HTTP_PORT = 8090  # the pipeline's HTTP server (another free one when taken)
+SECRET_ENV = "XCLIP_DEMO_CONTROL_SECRET"  # the control secret (a random one per run when unset)
 
 
 @dataclass(frozen=True)
@@ -92,17 +94,24 @@ def serve_cameras(cameras: list[DemoCamera]) -> Iterator[dict[str, str]]:
 
 
 def pipeline_config(cameras: list[DemoCamera], urls: dict[str, str], bootstrap: str, topic: str, model: str,
-                    http_port: int | None = None):
+                    http_port: int | None = None, secret_file: Path | None = None):
+    """The demo's pipeline; with ``http_port``, the live page and a signed control topic (its secret
+    in ``secret_file``) whose label sets the page's form can give a camera."""
     from .schemas.config import parse_config
 
+    captions = [a.caption for a in all_actions()]
+    control = {"kafka": {"bootstrap": bootstrap, "events_topic": topic, "control_topic": f"{topic}.control"},
+               "control": {"secret_file": str(secret_file)}, "http": {"port": http_port},
+               "label_sets": {shape: {"labels": [c for c in captions if f" {shape} " in c]}
+                              for shape in ("circle", "square", "triangle")}}
     return parse_config({
         "model": {"path": model},
         "serve": {"replicas": 1, "num_cpus": 0.5, "max_batch_size": 8},
-        "labels": {"labels": [a.caption for a in all_actions()]},
+        "labels": {"labels": captions},
         "defaults": {"sample_fps": SAMPLE_FPS, "hop": HOP},
         "kafka": {"bootstrap": bootstrap, "events_topic": topic},
         "cameras": [{"id": c.id, "url": urls[c.id], "loop": c.transport == "file"} for c in cameras],
-        **({"http": {"port": http_port}} if http_port is not None else {}),
+        **(control if http_port is not None else {}),
     }, "demo")
 
 
@@ -164,10 +173,15 @@ def run_demo(seconds: float, cameras: int = 4, bootstrap: str | None = None, top
         planned = plan_cameras(cameras, work, rtsp_available())
         if http_port is not None:
             http_port = available_port("127.0.0.1", http_port)
-            print(f"xclip-stream demo: health and metrics at http://127.0.0.1:{http_port} "
-                  "(/healthz, /readyz, /metrics)", file=sys.stderr)
+            secret = os.environ.get(SECRET_ENV) or secrets.token_urlsafe(18)  # this run's only, on loopback
+            secret_file = work / "control-secret"
+            secret_file.touch(mode=0o600)
+            secret_file.write_text(secret)
+            print(f"xclip-stream demo: live page at http://127.0.0.1:{http_port} (health and metrics: /healthz, "
+                  f"/readyz, /metrics); its label form's control secret: {secret}", file=sys.stderr)
         with broker(bootstrap, work) as servers, serve_cameras(planned) as urls, quiet_output(log) as terminal:
-            config = pipeline_config(planned, urls, servers, topic, model, http_port)
+            config = pipeline_config(planned, urls, servers, topic, model, http_port,
+                                     work / "control-secret" if http_port is not None else None)
             view = LiveView(servers, topic, [ViewCamera(c.id, c.transport, c.action.caption) for c in planned],
                             terminal, seconds=seconds, plain=plain, stop=stop)
             view.start()

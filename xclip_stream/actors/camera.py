@@ -24,6 +24,7 @@ import time
 import ray
 
 from ..pipeline.events import EventBuilder
+from ..pipeline.jpeg import THUMBNAIL_BIT_RATE, JpegEncoder
 from ..pipeline.redact import redact_text
 from ..pipeline.scoring import ModelInfo, frame_preprocessor
 from ..pipeline.sources import VideoSource, redact_url
@@ -75,6 +76,9 @@ class CameraStream:
         self.error = ""
         self._last_drop_report = 0.0
         self._reported_drops = 0
+        self.latest = None  # the latest sampled frame's image (a reference, for thumbnails)
+        self._jpeg = JpegEncoder(THUMBNAIL_BIT_RATE)
+        self._jpeg_lock = threading.Lock()
 
     # -- control (called through the camera actor) ---------------------------------------------
     async def run(self) -> dict:
@@ -128,6 +132,14 @@ class CameraStream:
     def take_output(self) -> list[str]:
         return self.lines.take() if self.lines is not None else []
 
+    def thumbnail(self, width: int) -> bytes | None:
+        """The latest sampled frame as a JPEG ``width`` wide (None before the first)."""
+        image = self.latest
+        if image is None:
+            return None
+        with self._jpeg_lock:
+            return self._jpeg.encode(image, width)
+
     # -- decode thread --------------------------------------------------------------------------
     def _decode(self) -> None:
         last_time = None
@@ -140,7 +152,7 @@ class CameraStream:
                 if last_time is not None and frame.time - last_time > self.options.max_gap_seconds:
                     self.gaps += 1
                     self._send([self._stream_event("gap", "no frames", gap=(last_time, frame.time))])
-                last_time = frame.time
+                last_time, self.latest = frame.time, frame.image
                 window = self.stage.push(frame)
                 if window is None:
                     continue
@@ -228,6 +240,13 @@ class CameraActor:
 
     async def health(self, camera_id: str) -> dict:
         return self.streams[camera_id].health()
+
+    async def thumbnail(self, camera_id: str, width: int) -> bytes | None:
+        """For the live page, asked only while someone watches it (off the actor's event loop)."""
+        stream = self.streams.get(camera_id)
+        if stream is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(None, stream.thumbnail, width)
 
     async def take_output(self, camera_id: str, last: bool = False) -> list[str]:
         stream = self.streams.pop(camera_id, None) if last else self.streams.get(camera_id)

@@ -39,6 +39,7 @@ from ..pipeline.cameras import CameraRegistry
 from ..pipeline.consumer_lag import partition_lags
 from ..pipeline.events import EventBuilder
 from ..pipeline.idle import IdleCameras
+from ..pipeline.jpeg import THUMBNAIL_BIT_RATE, JpegEncoder
 from ..pipeline.kafka_io import (
     BadMessage,
     OffsetTracker,
@@ -89,6 +90,9 @@ class KafkaFramesActor:
         self.window_refs: dict[tuple[str, int], list] = {}  # (camera, window index) -> its frames' refs
         self.next_seq = 0
         self.camera_tps: dict[str, object] = {}  # camera -> the partition its frames came from last
+        self.latest: dict[str, object] = {}  # camera -> its latest sampled image (for thumbnails)
+        self._jpeg = JpegEncoder(THUMBNAIL_BIT_RATE)
+        self._jpeg_lock = threading.Lock()
         self.idle = IdleCameras(self.options.max_gap_seconds)
         self.stopping = threading.Event()
         self.scored_all = threading.Event()  # set when the scoring loop has drained
@@ -157,6 +161,14 @@ class KafkaFramesActor:
 
     async def take_output(self) -> list[str]:
         return self.lines.take() if self.lines is not None else []
+
+    async def thumbnails(self, width: int) -> dict[str, bytes]:
+        """Each camera's latest sampled frame as a JPEG ``width`` wide, for the live page."""
+        def encode() -> dict[str, bytes]:
+            with self._jpeg_lock:
+                return {camera: self._jpeg.encode(image, width) for camera, image in list(self.latest.items())}
+
+        return await asyncio.get_running_loop().run_in_executor(None, encode)
 
     # -- poll thread ----------------------------------------------------------------------------
     def _poll(self) -> None:
@@ -233,6 +245,7 @@ class KafkaFramesActor:
         if not stage.keep(frame.time):
             self._release(tp, record.offset)
             return
+        self.latest[camera] = frame.image
         seq, self.next_seq = self.next_seq, self.next_seq + 1
         with self.lock:
             self.refs[(camera, seq)] = (tp, record.offset, frame.seq)
@@ -275,6 +288,7 @@ class KafkaFramesActor:
         the actor's loop, its incidents end and its builder goes, as on a hand-over."""
         stage.buffer.reset()
         self.camera_tps.pop(camera, None)
+        self.latest.pop(camera, None)
         self.idle.forget(camera)
         self.aio.call_soon_threadsafe(self._end_incidents, camera, True)
         log.info("%s: camera %r evicted after %g s without frames", self.name, camera, self.spec.camera_idle_s)
@@ -377,6 +391,7 @@ class KafkaFramesActor:
             stage = self.cameras.remove(camera)
             if stage is not None:
                 stage.buffer.reset()  # releases into the forgotten partitions: no effect on commits
+            self.latest.pop(camera, None)
             self.aio.call_soon_threadsafe(self._end_incidents, camera, True)
             del self.camera_tps[camera]
             self.idle.forget(camera)

@@ -25,6 +25,7 @@ from ..pipeline.kafka_clients import KafkaUnreachable, check_access, client_conf
 from ..pipeline.model_check import LabelChecker
 from ..pipeline.scoring import ModelInfo, resolve_model_path
 from ..schemas.config import ConfigError, PipelineConfig, RayConfig, load_config
+from ..web.feed import EventFeed
 from ..web.server import HttpServer
 from ..web.status import Status, running_status
 from . import ray_env
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 HEALTH_LOG_INTERVAL_S = 60.0
 STATUS_INTERVAL_S = 2.0  # how often the HTTP server's status (readiness, driver metrics) is refreshed
+THUMBNAIL_INTERVAL_S = 2.0  # how often the cameras' thumbnails are asked for, while a page is open
+THUMBNAIL_WIDTH = 320
 KAFKA_ATTEMPT_S = 5.0  # one attempt to reach the broker at start; failed attempts are retried
 
 
@@ -131,6 +134,7 @@ def run_pipeline(
     started_ray = deployed = False
     supervisor = None
     control = None
+    feed = None
     try:
         kafka = config.kafka
         if kafka:
@@ -149,6 +153,9 @@ def run_pipeline(
             if kafka.control_topic:
                 control = retry(lambda: open_control_topic(config, labels.check_config), where, stop, unreachable)
                 config = control.start()  # the control topic's changes, kept across restarts
+            if server:
+                feed = EventFeed(kafka.bootstrap, kafka.events_topic, kafka.security, server.live).start()
+                server.forward = control.forward if control else None
         publish(Status.starting(f"the model application {APP_NAME}"))
         if config.serve.deploy:
             deployed = True  # from here on, a half-made deployment is removed too
@@ -162,7 +169,7 @@ def run_pipeline(
         supervisor = Supervisor(config, model, sink, config.max_windows)
         supervisor.start()
         watcher = ConfigWatcher(config_path, labels.check_config) if config_path else None
-        health_logged, status_at = time.monotonic(), 0.0
+        health_logged, status_at, thumbnails_at = time.monotonic(), 0.0, 0.0
         while not stop.is_set() and not supervisor.done:
             supervisor.poll(0.5)
             now = time.monotonic()
@@ -172,12 +179,16 @@ def run_pipeline(
                 health = supervisor.health()
                 if status_due:
                     server.publish(running_status(health, model_problem(), control.counts if control else None))
+                    server.live.set_config(supervisor.config)
                     status_at = now
                 if log_due:
                     for key, h in health.items():
                         log.info("health %s: %s", key, {k: v for k, v in h.items() if k != "latency_ms"})
                     health_logged = now
-            _write(out, supervisor.take_output())
+            if server and server.viewers and now - thumbnails_at >= THUMBNAIL_INTERVAL_S:
+                server.live.set_thumbnails(supervisor.thumbnails(THUMBNAIL_WIDTH, timeout=1.0))
+                thumbnails_at = now
+            _write(out, supervisor.take_output(), server)
             new = watcher.changed() if watcher else None
             if control:
                 # The file is the base and the control topic's changes an overlay on it: they win.
@@ -187,13 +198,15 @@ def run_pipeline(
                 supervisor.apply(new)
         publish(Status(phase="stopping", updated=time.monotonic(), problems=("stopping",)))
         supervisor.stop()
-        _write(out, supervisor.take_output())
+        _write(out, supervisor.take_output(), server)
         return supervisor.finished
     except Stopped:
         log.warning("stopped before the pipeline started")
         return {}
     finally:
         _restore_signal_handlers(previous)
+        if feed:
+            feed.stop()
         if control:
             control.close()
         if supervisor and supervisor.workers:
@@ -231,9 +244,12 @@ def kafka_unreachable_errors() -> tuple[type[BaseException], ...]:
     return (KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList, OSError)
 
 
-def _write(out: TextIO, lines: list[str]) -> None:
+def _write(out: TextIO, lines: list[str], server: HttpServer | None = None) -> None:
+    """Events of stdout mode: to ``out``, and to the live page's state."""
     for line in lines:
         out.write(line + "\n")
+        if server:
+            server.live.add_json(line)
     if lines:
         out.flush()
 

@@ -265,6 +265,31 @@ class Supervisor:
             out[f"scaling:{topic}"] = {"state": "scaling", "members": running, **scaling}
         return out
 
+    def thumbnails(self, width: int, timeout: float = 2.0) -> dict[str, bytes]:
+        """Each running camera's latest sampled frame as a JPEG ``width`` wide (for the live page,
+        asked only while someone watches it); what does not answer within ``timeout`` is left out."""
+        refs = {}
+        for w in self.workers.values():
+            if w.ref is None or w.ready is not None:  # not running, or not placed yet
+                continue
+            if w.spec["kind"] == "camera":
+                refs[w.actor.thumbnail.remote(*w.args, width)] = w.spec["camera"]["id"]
+            else:
+                refs[w.actor.thumbnails.remote(width)] = None  # a Kafka member: all its cameras
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout) if refs else ([], [])
+        out: dict[str, bytes] = {}
+        for ref in ready:
+            try:
+                value = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - a dying actor: no thumbnail this time
+                log.debug("no thumbnail from %s: %s", refs[ref] or "a frames member", type(e).__name__)
+                continue
+            if refs[ref] is None:
+                out.update(value)
+            elif value:
+                out[refs[ref]] = value
+        return out
+
     # -- reconfiguration ------------------------------------------------------------------------
     def apply(self, config: PipelineConfig) -> None:
         """Reconcile with a new configuration: start new sources, stop removed ones, relabel in

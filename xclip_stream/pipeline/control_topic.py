@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -27,7 +28,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from ..schemas.control import ControlEvent
 from ..schemas.events import make_event_id
-from .control import ControlPlane, Outcome, Overlay
+from .control import ControlPlane, Outcome, Overlay, Refused, decode_json, parse_control
+from .control_auth import Authenticator
 from .sinks import cloudevent_headers
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class ControlTopic:
         self._clock = clock
         self.positions: dict[int, int] = {}
         self.counts = {"applied": 0, "refused": 0, "events_failed": 0}
+        self._page_auth = Authenticator(secret, plane.settings.max_age_s, clock)  # forward()'s own replay memory
+        self._page_lock = threading.Lock()
 
     def start(self):
         """Restore the saved state and position; returns the configuration to start with."""
@@ -127,6 +131,21 @@ class ControlTopic:
         if batches:
             self._save_state()
         return changed
+
+    def forward(self, value: bytes) -> str:
+        """A signed ``set_labels`` message from the live page (an HTTP thread): checked as a record
+        would be (size, signature, freshness, replay), then written to the control topic, where it
+        is applied, kept and reported like any other. Returns the camera's id; raises AuthError or
+        Refused saying why (nothing is written then)."""
+        limit = self.plane.settings.max_message_bytes
+        envelope = decode_json(value, "the request", limit)
+        with self._page_lock:
+            payload = self._page_auth.open(envelope)
+        message = parse_control(decode_json(payload.encode("utf-8"), "the payload", limit))
+        if message["op"] != "set_labels":
+            raise Refused(f"the page changes labels only, not {message['op']}")
+        self.sink.send(self.topic, "page", value, []).get(timeout=10)
+        return str(message["id"])
 
     def _report(self, outcome: Outcome, partition: int, offset: int) -> None:
         kind = "applied" if outcome.applied else "refused"

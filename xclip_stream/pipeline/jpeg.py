@@ -8,6 +8,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+THUMBNAIL_BIT_RATE = 2_000_000  # the live page's thumbnails: small JPEGs
+
 
 class JpegEncoder:
     """Encodes RGB frames to JPEG (one reusable codec context per frame size; not thread-safe)."""
