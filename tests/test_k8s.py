@@ -17,6 +17,7 @@ import yaml
 from xclip_stream.schemas.config import ConfigError, ModelConfig, parse_config
 
 from . import k8s_checks as k8s
+from . import k8s_monitoring as mon
 
 ROOT = k8s.ROOT
 OVERLAYS = sorted(p.parent for p in (ROOT / "k8s" / "overlays").glob("*/kustomization.yaml"))
@@ -63,6 +64,7 @@ def all_errors(docs: list[dict]) -> list[str]:
                 parse_config(yaml.safe_load(doc["data"]["pipeline.yaml"]), "ConfigMap pipeline.yaml")
             except ConfigError as e:
                 errors.append(str(e))
+    errors += mon.manifest_errors(docs)  # PodMonitors, the driver's probes and port, the dashboard
     services = [d for d in docs if d["kind"] == "RayService"]
     if services and any(d["kind"] == "ConfigMap" and d["metadata"]["name"] == "xclip-stream-pipeline" for d in docs):
         errors += k8s.actor_placement_errors(services[0], pipeline_config(docs))
@@ -77,7 +79,7 @@ def test_overlays_exist():
 
 def test_every_resource_passes_its_schema(rendered):
     assert {d["kind"] for d in rendered} >= {"RayService", "Deployment", "ConfigMap", "PodDisruptionBudget",
-                                             "NetworkPolicy"}
+                                             "NetworkPolicy", "PodMonitor"}
     assert all_errors(rendered) == []
 
 
@@ -219,9 +221,16 @@ def base_docs() -> list[dict]:
     return k8s.render(ROOT / "k8s" / "overlays" / "cpu")
 
 
-def broken(docs: list[dict], kind: str, change) -> list[str]:
+# The resource a broken case changes when it names only a kind of which there are several.
+MAIN = {"Deployment": "xclip-stream-driver", "ConfigMap": "xclip-stream-pipeline",
+        "PodDisruptionBudget": "xclip-stream-head", "NetworkPolicy": "xclip-stream-driver"}
+
+
+def broken(docs: list[dict], target: str | tuple[str, str], change) -> list[str]:
+    """Every error once ``change`` has been applied to ``target``: a kind, or (kind, name)."""
+    kind, name = target if isinstance(target, tuple) else (target, MAIN.get(target))
     docs = copy.deepcopy(docs)
-    change(one(docs, kind) if kind != "Deployment" else one(docs, kind, "xclip-stream-driver"))
+    change(one(docs, kind, name))
     return all_errors(docs)
 
 
@@ -296,13 +305,8 @@ BROKEN = {
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_manifest_fails(base_docs, case):
-    kind, change, expected = BROKEN[case]
-    if kind == "PodDisruptionBudget":
-        docs = copy.deepcopy(base_docs)
-        change(one(docs, kind, "xclip-stream-head"))
-        errors = all_errors(docs)
-    else:
-        errors = broken(base_docs, kind, change)
+    target, change, expected = BROKEN[case]
+    errors = broken(base_docs, target, change)
     assert errors, f"{case}: not caught"
     assert any(expected in e for e in errors), errors
 
@@ -331,17 +335,18 @@ def test_scaled_object_checks():
 
 def test_broken_overlay_fails_to_render(tmp_path):
     """The gpu patch tests the base's worker group order first: a moved group stops the render."""
+    for part in ("base", "grafana"):  # the base takes the dashboard from ../grafana
+        (tmp_path / part).mkdir()
+        for path in (ROOT / "k8s" / part).iterdir():
+            (tmp_path / part / path.name).write_text(path.read_text())
     base = tmp_path / "base"
-    base.mkdir()
-    for path in (ROOT / "k8s" / "base").iterdir():
-        (base / path.name).write_text(path.read_text())
     service = base / "rayservice.yaml"
     service.write_text(service.read_text().replace("groupName: replicas", "groupName: models"))
     overlay = tmp_path / "overlays" / "gpu"
     overlay.mkdir(parents=True)
     for path in (ROOT / "k8s" / "overlays" / "gpu").iterdir():
         (overlay / path.name).write_text(path.read_text())
-    with pytest.raises(AssertionError, match="kustomize"):
+    with pytest.raises(AssertionError, match="workerGroupSpecs/1/groupName failed"):
         k8s.render(overlay)
 
 
