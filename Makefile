@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# The RTSP camera of the tests and the demo is Debian's gst-rtsp-server (apt, when missing).
+# The RTSP camera of the tests and the demo is Debian's gst-rtsp-server, the live page's browser
+# test runs Debian's chromium (apt, when missing).
 system-deps:
-	bash scripts/system-deps.sh
+	bash scripts/system-deps.sh test
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=20
