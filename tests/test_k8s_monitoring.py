@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from xclip_stream.schemas.config import parse_config
 
 from . import k8s_checks as k8s
 from . import k8s_monitoring as mon
-from .test_k8s import OVERLAYS, ROOT, broken, one, pipeline_config
+from .test_k8s import OVERLAYS, ROOT, _pipeline, broken, one, pipeline_config
 
 DASHBOARD = ROOT / "k8s" / "grafana" / mon.DASHBOARD_FILE
 
@@ -86,14 +85,6 @@ def test_dashboard_shows_every_catalogued_metric(rendered):
 @pytest.fixture(scope="module")
 def base_docs() -> list[dict]:
     return k8s.render(ROOT / "k8s" / "overlays" / "cpu")
-
-
-def _pipeline(change):
-    def apply(config_map):
-        data = yaml.safe_load(config_map["data"]["pipeline.yaml"])
-        change(data)
-        config_map["data"]["pipeline.yaml"] = yaml.safe_dump(data)
-    return apply
 
 
 def _dashboard(change):
