@@ -140,12 +140,14 @@ def camera_usage() -> dict:
 
 
 def live_run(path: Path, model: Path, streams: int, seconds: float, sample_fps: float, replicas: int,
-             threads: int | None, per_process: int | str = 1) -> dict:
+             threads: int | None, per_process: int | str = 1, extra: dict | None = None, during=None) -> dict:
     """Run ``streams`` live cameras, ``per_process`` to an actor process; measure ``seconds`` of
     steady state, starting once every camera has published a window (so actor start-up and model
-    warm-up are not counted), and the camera processes' memory halfway through."""
+    warm-up are not counted), and the camera processes' memory halfway through. ``extra``: more
+    configuration sections; ``during(stop)``: run in a thread over the measured seconds (bench/page.py)."""
     info = ModelInfo.read(str(model))
     config = parse_config({
+        **(extra or {}),
         "placement": {"cameras_per_process": per_process},
         "model": {"path": str(model)},
         "serve": {"replicas": replicas, "num_cpus": 0.5, "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
@@ -165,6 +167,8 @@ def live_run(path: Path, model: Path, streams: int, seconds: float, sample_fps: 
                 break
             time.sleep(0.2)
         window["start"], window["usage_start"] = time.time(), camera_usage()
+        if during is not None:
+            threading.Thread(target=during, args=(stop,), daemon=True).start()
         stop.wait(seconds / 2)
         window["memory"] = camera_usage()
         stop.wait(seconds / 2)
