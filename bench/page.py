@@ -103,17 +103,18 @@ def main() -> int:
     print(f"\nOpen pages against none ({args.streams} live {W}x{H} cameras, model {args.model}, "
           f"{args.seconds:g} s each, {args.repeats} alternated repeats):")
     print(f"{'viewers':>8}{'windows/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'dropped':>9}{'CPU %/cam':>10}"
-          f"{'updates/s':>11}{'KB/s':>8}")
+          f"{'updates/s/page':>15}{'KB/s/page':>10}")
     summary = {}
     for viewers in (0, args.viewers):
         summary[viewers] = {k: round(mean(viewers, k), 2) for k in (
             "windows_per_s", "latency_p50_ms", "latency_p99_ms", "dropped_windows", "camera_cpu_pct_per_camera")}
         per_s = [(r["updates"], r["stream_bytes"] + r["frame_bytes"], r["measured_s"]) for r in rows if r["viewers"] == viewers]
-        updates = statistics.fmean(u / s for u, _, s in per_s)
-        kb = statistics.fmean(b / s / 1024 for _, b, s in per_s)
+        pages = max(1, viewers)  # per page: the counts are summed over the viewers
+        updates = statistics.fmean(u / s / pages for u, _, s in per_s)
+        kb = statistics.fmean(b / s / 1024 / pages for _, b, s in per_s)
         s = summary[viewers]
         print(f"{viewers:>8}{s['windows_per_s']:>11.2f}{s['latency_p50_ms']:>9.1f}{s['latency_p99_ms']:>9.1f}"
-              f"{s['dropped_windows']:>9.1f}{s['camera_cpu_pct_per_camera']:>10.1f}{updates:>11.1f}{kb:>8.1f}")
+              f"{s['dropped_windows']:>9.1f}{s['camera_cpu_pct_per_camera']:>10.1f}{updates:>15.1f}{kb:>10.1f}")
     ratio = summary[args.viewers]["windows_per_s"] / summary[0]["windows_per_s"]
     print(f"\nwindows/s with {args.viewers} pages open / none: {ratio:.3f}")
     write_json(args.out, {"machine": machine(), "streams": args.streams, "model": args.model,
