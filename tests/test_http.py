@@ -132,7 +132,7 @@ def test_the_page_its_files_state_stream_and_thumbnails():
                          "top_label": "a person", "top_score": 0.9, "scores": {"a person": 0.9, "a car": 0.1}})
         status, body = http_get(server.url + "/api/state")
         state = json.loads(body)
-        assert status == 200 and state["cameras"][0]["windows"][0]["top"] == [["a person", 0.9], ["a car", 0.1]]
+        assert status == 200 and state["cameras"][0]["top"] == [["a person", 0.9], ["a car", 0.1]]
         assert state["status"]["phase"].startswith("starting")
         assert http_get(server.url + "/api/cameras/door/frame.jpg")[0] == 404
         server.live.set_thumbnails({"door": b"\xff\xd8jpeg"})

@@ -39,11 +39,13 @@ class _Camera:
 
 
 def _window_entry(event: dict) -> dict:
-    """A scored window as a tile shows it; raises TypeError/ValueError for a malformed one."""
+    """A scored window as a tile shows it (rounded: the page's updates stay small); raises
+    TypeError/ValueError for a malformed one."""
     scores = event.get("scores") if isinstance(event.get("scores"), dict) else {}
-    top = sorted(([_text(k), float(v)] for k, v in scores.items()), key=lambda kv: -kv[1])[:TOP_K]
-    return {"index": int(event.get("window_index", 0)), "end": float(event.get("end_time", 0.0)),
-            "label": _text(event.get("top_label", "")), "score": float(event.get("top_score", 0.0)), "top": top}
+    top = sorted(([_text(k), round(float(v), 3)] for k, v in scores.items()), key=lambda kv: -kv[1])[:TOP_K]
+    return {"index": int(event.get("window_index", 0)), "end": round(float(event.get("end_time", 0.0)), 2),
+            "label": _text(event.get("top_label", "")), "score": round(float(event.get("top_score", 0.0)), 3),
+            "top": top}
 
 
 class LiveState:
@@ -165,10 +167,12 @@ class LiveState:
             cameras = []
             for camera_id in ids:
                 c = self._cameras.get(camera_id) or _Camera()
+                windows = [{k: v for k, v in w.items() if k != "top"} for w in c.windows]  # top 3: the last only
                 cameras.append({
                     "id": camera_id, "state": c.state, "reason": c.reason, "failed": c.failed,
                     "labels": configured.get(camera_id, {}).get("labels", "(from its topic)"),
-                    "windows": list(c.windows), "open": list(c.open.values()), "ended": list(c.ended),
+                    "windows": windows, "top": c.windows[-1]["top"] if c.windows else [],
+                    "open": list(c.open.values()), "ended": list(c.ended),
                     "thumbnail": c.thumbnail_version if c.thumbnail is not None else None,
                 })
             return {"version": self.version, "time": time.time(), "cameras": cameras,

@@ -59,7 +59,7 @@ function drawCamera(camera) {
     t.score.textContent = `p=${last.score.toFixed(2)} · window ${last.index} · ${clock(last.end)}`;
     t.root.dataset.label = last.label;
     t.root.dataset.window = String(last.index);
-    t.top.replaceChildren(...last.top.map(([name, p]) => {
+    t.top.replaceChildren(...camera.top.map(([name, p]) => {
       const li = el("li");
       const bar = el("span", "bar");
       const fill = el("i");
