@@ -34,8 +34,9 @@ from xclip_stream.schemas.activity import LabelThresholds  # noqa: E402
 from xclip_stream.schemas.config import Thresholds  # noqa: E402
 
 # (on, off, min_on_windows, min_off_windows)
-CANDIDATES = [(0.6, 0.4, 1, 2), (0.6, 0.4, 2, 2), (0.6, 0.4, 3, 2), (0.5, 0.3, 2, 2), (0.7, 0.4, 2, 2),
-              (0.6, 0.4, 2, 3), (0.5, 0.3, 3, 3)]
+CANDIDATES = [(0.6, 0.4, 1, 2), (0.6, 0.4, 2, 2), (0.6, 0.4, 3, 2), (0.6, 0.4, 3, 3), (0.7, 0.4, 2, 2),
+              (0.6, 0.4, 2, 3), (0.5, 0.3, 2, 2), (0.5, 0.3, 2, 3), (0.5, 0.3, 3, 2), (0.5, 0.3, 3, 3),
+              (0.4, 0.25, 3, 3), (0.5, 0.3, 4, 3)]
 
 
 def record(seconds: float, cameras: int, out: Path) -> tuple[list[dict], dict[str, str]]:

@@ -25,7 +25,8 @@ def scored(i: int, logits=(0.0, 0.0, 5.0)) -> Scored:
 
 
 def builder(**kw) -> EventBuilder:
-    labels = LabelSet(labels=list(LABELS), default_thresholds=Thresholds(on=0.8, off=0.5, min_off_windows=1))
+    labels = LabelSet(labels=list(LABELS), default_thresholds=Thresholds(on=0.8, off=0.5, min_on_windows=1,
+                                                                                 min_off_windows=1))
     return EventBuilder("cam-1", "tiny", labels, clock=lambda: 1_700_000_100.0, **kw)
 
 

@@ -45,7 +45,7 @@ def test_hostile_records_are_dead_lettered_and_cameras_stay_bounded(ray_session,
         sink.send(frames_topic, key, value, headers)
     sink.flush()
 
-    labels = {"labels": ["a", "b"], "default_thresholds": {"on": 0.0, "off": 0.0}}  # every label turns on
+    labels = {"labels": ["a", "b"], "default_thresholds": {"on": 0.0, "off": 0.0, "min_on_windows": 1}}  # every label turns on
     limits = {"max_message_bytes": 65536, "dead_letter_max_bytes": 4096}
     config = pipeline_config(tiny_checkpoint, cameras=[], labels=labels, kafka={
         "bootstrap": kafka_bootstrap, "events_topic": events_topic, "dead_letter_topic": dlq,

@@ -124,7 +124,7 @@ def test_stopped_frame_member_ends_open_incidents_and_commits(ray_session, tiny_
         "bootstrap": kafka_bootstrap, "events_topic": events_topic, "session_timeout_ms": 3000,
         # No idle release before the stop (a long gap), and incidents that only a flush can end.
         "frames": [{"topic": frames_topic, "group_id": kafka_topic, "options": {"max_gap_seconds": 600}}]})
-    config["labels"]["default_thresholds"] = {"on": 0.0, "off": 0.0}
+    config["labels"]["default_thresholds"] = {"on": 0.0, "off": 0.0, "min_on_windows": 1}
     reader = TopicReader(kafka_bootstrap, events_topic)
     with PipelineThread(config) as run:
         reader.read_until(lambda ev: len(by_camera(ev).get("cam-s", [])) >= 4, what="the 4 windows")
