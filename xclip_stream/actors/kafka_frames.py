@@ -99,7 +99,6 @@ class KafkaFramesActor:
         self.stats = {"records": 0, "dead_letters": 0, "windows": 0, "commits": 0, "commit_failures": 0,
                       "revocations": 0, "idle_released": 0, "cameras_dropped": 0}
         self.dead_letter_reasons: Counter[str] = Counter()  # BadMessage.reason -> records
-        self.committed: dict = {}  # tp -> the offset last committed (poll thread)
         self.lag: dict[int, int] = {}  # partition -> records past its committed offset (poll thread)
         self.error = ""
         self.loop: ScoringLoop | None = None
@@ -200,7 +199,7 @@ class KafkaFramesActor:
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     self.cameras.sweep()
                     self._commit(consumer)
-                    self.lag = partition_lags(consumer, self.committed)
+                    self.lag = partition_lags(consumer, self.tracker.committed())
                     last_commit = time.monotonic()
         except QueueClosed:
             pass
@@ -332,7 +331,6 @@ class KafkaFramesActor:
         from kafka.structs import OffsetAndMetadata
 
         consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-        self.committed.update(offsets)
         self.stats["commits"] += 1
 
     def _drain_and_close(self, consumer) -> None:
@@ -378,8 +376,6 @@ class KafkaFramesActor:
     def _drop_partitions(self, revoked: set) -> None:
         """Partitions went to another member: forget their cameras here (frames in rings, queued
         windows, incidents, which end now); the new owner re-reads from the committed offsets."""
-        for tp in revoked:
-            self.committed.pop(tp, None)  # a later owner may commit further: not ours to report
         cameras = {camera for camera, tp in self.camera_tps.items() if tp in revoked}
         if not cameras:
             return

@@ -104,6 +104,11 @@ class OffsetTracker:
                 if state is not None and (state.committed is None or offset > state.committed):
                     state.committed = offset
 
+    def committed(self) -> dict[Hashable, int]:
+        """The offset last committed per partition held (revoked ones are forgotten)."""
+        with self._lock:
+            return {tp: state.committed for tp, state in self._partitions.items() if state.committed is not None}
+
     def forget(self, tps: Iterable[Hashable]) -> None:
         """Drop partitions revoked in a rebalance: their new owner re-reads what was not committed."""
         with self._lock:

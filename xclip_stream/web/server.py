@@ -64,10 +64,9 @@ def available_port(host: str, preferred: int) -> int:
     its URL before the pipeline starts; a configured port is never replaced: see ``bind``)."""
     for port in (preferred, 0):
         try:
-            with socket.socket(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]) as sock:
-                sock.bind((host, port))
+            with bind(host, port) as sock:
                 return sock.getsockname()[1]
-        except OSError:
+        except ConfigError:
             continue
     raise ConfigError(f"http: no free port on {host}")
 
@@ -83,6 +82,7 @@ class HttpServer:
         self._server = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._encoded: tuple[tuple, str] | None = None  # (state key, its event): encoded once for every page
 
     @property
     def url(self) -> str:
@@ -196,6 +196,12 @@ class HttpServer:
 
         app.router.add_route("/api/control", control, methods=["POST"])
 
+    def _event(self, key: tuple) -> str:
+        """The state's server-sent event, encoded once per change however many pages are open."""
+        if self._encoded is None or self._encoded[0] != key:
+            self._encoded = (key, f"data: {json.dumps(self.page_state(), separators=(',', ':'))}\n\n")
+        return self._encoded[1]
+
     async def _events(self):
         """Server-sent events: the page's state whenever it changed, checked every STREAM_TICK_S."""
         self.viewers += 1
@@ -205,7 +211,7 @@ class HttpServer:
                 current = (self.live.version, self.status.updated)
                 if current != sent:
                     sent, quiet = current, 0.0
-                    yield f"data: {json.dumps(self.page_state(), separators=(',', ':'))}\n\n"
+                    yield self._event(current)
                 elif quiet >= KEEPALIVE_S:
                     quiet = 0.0
                     yield ": keepalive\n\n"
