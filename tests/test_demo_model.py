@@ -13,7 +13,7 @@ from xclip_stream import cli
 from xclip_stream.model import XCLIPModel
 from xclip_stream.model.processor import XCLIPProcessor
 from xclip_stream.pipeline.scoring import DEMO_CHECKPOINT, resolve_model_path
-from xclip_stream.training.report import REPORT_JSON, evaluate_synthetic
+from xclip_stream.training.report import REPORT_JSON, evaluate_synthetic, format_report
 from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
 
 TEST_SEED = 20261126  # the report in the folder used seed 1; training draws seeds below 2**31
@@ -32,7 +32,7 @@ def demo():
 @pytest.fixture(scope="module")
 def report(demo):
     model, processor = demo
-    return evaluate_synthetic(model, processor, per_label=4, seed=TEST_SEED)
+    return evaluate_synthetic(model, processor, per_label=4, seed=TEST_SEED, heldout_per_label=1)
 
 
 def test_demo_checkpoint_is_small_and_complete():
@@ -65,6 +65,17 @@ def test_committed_report_matches_a_fresh_evaluation(report):
     committed = json.loads((DEMO_CHECKPOINT / REPORT_JSON).read_text())
     assert committed["unseen_combinations"] == report["unseen_combinations"]
     assert abs(committed["seen"]["top1"] - report["seen"]["top1"]) < 0.06
+
+
+def test_the_held_out_style_is_scored_and_reported(report):
+    style = report["heldout_style"]
+    assert style["seen"]["clips"] == 107 and style["unseen"]["clips"] == 13
+    # chance is 1/8 for the motion, 1/3 for the shape
+    assert style["seen"]["motion"] >= 0.25 and style["seen"]["shape"] >= 0.4, style["seen"]
+    committed = json.loads((DEMO_CHECKPOINT / REPORT_JSON).read_text())["heldout_style"]
+    assert abs(committed["seen"]["motion"] - style["seen"]["motion"]) < 0.15, (committed["seen"], style["seen"])
+    text = format_report(report)
+    assert "held-out style: trained combinations" in text and "The same on the held-out style" in text
 
 
 def test_transformers_loads_the_demo_checkpoint_with_equal_logits(demo):

@@ -13,6 +13,7 @@ from xclip_stream.training.synthetic import (
     MOTIONS,
     SHAPES,
     Action,
+    _plan_scene,
     all_actions,
     render_clip,
     render_stream,
@@ -184,3 +185,48 @@ def test_write_clip_is_readable(tmp_path):
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 8 and frames[0].shape == (SIZE, SIZE, 3)
+
+
+def varied_object_masks(action: Action, seed: int) -> np.ndarray | None:
+    """(T, H, W) pixels of the main object in a varied scene (found against the scene's own
+    background), or None when the scene has a distractor."""
+    scene, _ = _plan_scene(action, SIZE, 8, 1.0, seed, varied=True)
+    if scene.distractor is not None:
+        return None
+    clip = render_clip(action, size=SIZE, seed=seed, varied=True).astype(np.float32)
+    return np.linalg.norm(clip - scene.background, axis=-1) > 25  # contrast floor 44, noise sigma <= 4
+
+
+@pytest.mark.parametrize("motion", list(DIRECTIONS) + ["growing", "shrinking"])
+def test_varied_scenes_keep_the_caption_true(motion):
+    axis, sign = DIRECTIONS.get(motion, (0, 0))
+    checked = 0
+    for seed, color, shape in zip(range(16), itertools.cycle(COLORS), itertools.cycle(SHAPES)):
+        masks = varied_object_masks(Action(color, shape, motion), seed)
+        if masks is None:
+            continue
+        checked += 1
+        if sign:
+            c = centroids(masks)
+            assert (np.diff(c[:, axis]) * sign > 0).all() and np.ptp(c[:, axis]) > 0.2 * SIZE, (seed, c)
+        else:
+            area = masks.sum(axis=(1, 2))
+            assert (area[-1] / area[0]) ** (1 if motion == "growing" else -1) > 2.0, (seed, area)
+    assert checked >= 4
+
+
+def test_varied_scenes_range_from_dark_to_bright_with_objects_darker_than_them_too():
+    means, darker = [], 0
+    for seed, action in enumerate(all_actions()[::2]):
+        scene, _ = _plan_scene(action, SIZE, 8, 1.0, seed, varied=True)
+        means.append(scene.background.mean())
+        darker += float(np.mean(scene.color)) < means[-1]
+        # contrast: lower than the dim style's, never none, over the object's whole shading range
+        lo, hi = 1 - scene.shading[1], 1 + scene.shading[1]
+        for factor in (lo, 1.0, hi):
+            shaded = np.clip(np.array(scene.color, np.float32) * factor, 0, 255)
+            assert np.linalg.norm(scene.background - shaded, axis=-1).min() > 0.39 * 110, (seed, factor)
+    assert min(means) < 40 and max(means) > 200, means
+    assert 0.2 < darker / len(means) < 0.7
+    dim, _ = _plan_scene(all_actions()[0], SIZE, 8, 1.0, 0)
+    assert dim.background.max() <= 110 and dim.shading[1] == 0.0  # the dim style stays as it was

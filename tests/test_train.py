@@ -127,11 +127,12 @@ def _first_group(actions: list[Action]) -> list[Action]:
     return group
 
 
-@pytest.mark.parametrize("groups", [("motion", "shape"), ("motion",)])
-def test_synthetic_batches_hold_scenes_that_differ_only_in_their_motion_or_shape(groups):
+@pytest.mark.parametrize(("groups", "varied"), [(("motion", "shape"), 0.0), (("motion",), 0.0),
+                                               (("motion", "shape"), 1.0)])
+def test_synthetic_batches_hold_scenes_that_differ_only_in_their_motion_or_shape(groups, varied):
     unseen = set(unseen_combinations())
     data = SyntheticData([a for a in all_actions() if a not in unseen], num_frames=FRAMES, sizes=(32,),
-                         groups=groups)
+                         groups=groups, varied=varied)
     kinds = set()
     for seed in range(8):
         clips = data.batch(random.Random(seed), 24, progress=1.0)
@@ -155,6 +156,17 @@ def test_synthetic_batches_hold_scenes_that_differ_only_in_their_motion_or_shape
     assert kinds == set(groups)
     with pytest.raises(ValueError, match="unknown group kinds"):
         SyntheticData(all_actions(), groups=("colour",))
+
+
+def test_a_varied_share_draws_scenes_from_dark_to_bright():
+    actions = all_actions()[:16]
+    varied = SyntheticData(actions, num_frames=FRAMES, sizes=(64,), varied=1.0)
+    dim = SyntheticData(actions, num_frames=FRAMES, sizes=(64,))
+    bright = [varied.draw(random.Random(seed)).frames.mean() for seed in range(30)]
+    assert min(bright) < 60 and max(bright) > 150, bright
+    assert max(dim.draw(random.Random(seed)).frames.mean() for seed in range(30)) < 120
+    with pytest.raises(ValueError, match="varied"):
+        SyntheticData(actions, varied=1.5)
 
 
 def test_label_spread_pushes_apart_only_labels_above_the_margin():

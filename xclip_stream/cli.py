@@ -24,6 +24,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {text}")
+    return value
+
+
 def _group_kinds(text: str) -> tuple[str, ...]:
     from .training.data import GROUP_KINDS  # imported only when `train` parses its arguments
 
@@ -113,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic data: half of each batch in groups of one scene done by actions that differ "
                    "only in their motion, or only in their shape: 'motion,shape' (default), 'motion', 'shape' "
                    "or 'none' (every clip drawn independently)")
+    t.add_argument("--varied", type=_share, default=0.0,
+                   help="synthetic data: share of clips drawn as real cameras see scenes: light from dark to "
+                   "bright, low contrast, shaded objects, wider sizes, speeds and frame rates, exposure, blur, "
+                   "noise, H.264 artefacts (default 0)")
     t.add_argument("--label-margin", type=float,
                    help="push apart label texts whose cosine exceeds this (default: 0.5 for a new model, off "
                    "when fine-tuning, where the checkpoint's text space is kept; 1 turns it off)")
@@ -139,7 +150,7 @@ def train(args: argparse.Namespace) -> int:
     if args.data == "synthetic":
         data = SyntheticData(trained_combinations(), num_frames=num_frames,
                              held_out_per_label=args.held_out, seed=args.seed, easy_until=args.easy_until,
-                             groups=args.groups)
+                             groups=args.groups, varied=args.varied)
     elif args.report:
         raise ValueError("--report evaluates the synthetic actions; it needs --data synthetic")
     else:

@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from ..pipeline.clips import open_video
+from .augment import CameraLook
 from .synthetic import COLORS, MOTIONS, SHAPES, Action, all_actions, render_clip, render_window
 
 MOTION_GROUPS = (("moving left", "moving right", "moving up", "moving down"), ("growing", "shrinking"))
@@ -72,11 +73,19 @@ class SyntheticData(ClipData):
     Curriculum: during the first ``easy_until`` of training, a share of the clips (all at first,
     none at the end of it) have flat backgrounds and no distractor; objects and motions are found
     there first, and the full scenes then teach what to ignore.
+
+    ``varied``: the share of clips drawn as real cameras see scenes (issue 19): varied scenes
+    (light from dark to bright, low contrast, shaded objects, wider sizes and speeds), slower and
+    faster frame rates (spans and strides), and a ``CameraLook`` (exposure, white balance, blur,
+    noise, H.264 compression).
     """
 
     def __init__(self, actions: Sequence[Action] | None = None, num_frames: int = 8,
                  sizes: Sequence[int] = (64, 96, 128), held_out_per_label: int = 2, seed: int = 0,
-                 easy_until: float = 0.3, groups: Sequence[str] = GROUP_KINDS):
+                 easy_until: float = 0.3, groups: Sequence[str] = GROUP_KINDS, varied: float = 0.0):
+        if not 0.0 <= varied <= 1.0:
+            raise ValueError(f"varied is a share of clips in [0, 1], got {varied}")
+        self.varied = varied
         self.actions = list(actions or all_actions())
         if not self.actions:
             raise ValueError("SyntheticData needs at least one action")
@@ -90,13 +99,18 @@ class SyntheticData(ClipData):
 
     def render(self, label: int, rng: random.Random, seed: int, plain: bool = False) -> Clip:
         action, size = self.actions[label], rng.choice(self.sizes)
+        varied = self.varied > 0 and rng.random() < self.varied
         if rng.random() < 0.5:
-            frames = render_clip(action, self.num_frames, size, seed, span=rng.uniform(0.4, 1.0), plain=plain)
+            span = rng.uniform(0.3 if varied else 0.4, 1.0)
+            frames = render_clip(action, self.num_frames, size, seed, span=span, plain=plain, varied=varied)
         else:
-            stride = rng.randint(1, 3)
+            stride = rng.randint(1, 4 if varied else 3)
             frames_per_scene = rng.randint(2, 4) * self.num_frames * stride // 2 + 1
             start = rng.randrange(0, 2 * frames_per_scene - self.num_frames * stride)
-            frames = render_window(action, self.num_frames, size, seed, frames_per_scene, stride, start, plain)
+            frames = render_window(action, self.num_frames, size, seed, frames_per_scene, stride, start, plain,
+                                   varied)
+        if varied:
+            frames = CameraLook.draw(rng).apply(frames, rng)
         return Clip(label, frames)
 
     def _plain(self, rng: random.Random, progress: float) -> bool:

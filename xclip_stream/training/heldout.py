@@ -52,17 +52,24 @@ def room(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def coverage(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
-    """(size, size) fraction of each pixel the shape covers (anti-aliasing), triangle pointing up."""
-    n = size * SUPERSAMPLE
-    yy, xx = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / SUPERSAMPLE - 0.5
-    dx, dy = xx - cx, yy - cy
+    """(size, size) fraction of each pixel the shape covers (anti-aliasing), triangle pointing up.
+    Only the shape's bounding box is supersampled."""
+    out = np.zeros((size, size), np.float32)
+    x0, y0 = max(0, int(np.floor(cx - r)) - 1), max(0, int(np.floor(cy - r)) - 1)
+    x1, y1 = min(size, int(np.ceil(cx + r)) + 2), min(size, int(np.ceil(cy + r)) + 2)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    h, w = y1 - y0, x1 - x0
+    yy, xx = (np.mgrid[0:h * SUPERSAMPLE, 0:w * SUPERSAMPLE].astype(np.float32) + 0.5) / SUPERSAMPLE - 0.5
+    dx, dy = xx + x0 - cx, yy + y0 - cy
     if shape == "circle":
         inside = dx * dx + dy * dy <= r * r
     elif shape == "square":
         inside = (np.abs(dx) <= r) & (np.abs(dy) <= r)
     else:
         inside = (dy <= r) & (2 * dx <= dy + r) & (-2 * dx <= dy + r)
-    return inside.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
+    out[y0:y1, x0:x1] = inside.reshape(h, SUPERSAMPLE, w, SUPERSAMPLE).mean(axis=(1, 3))
+    return out
 
 
 def _box_blur(image: np.ndarray) -> np.ndarray:

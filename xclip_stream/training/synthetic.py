@@ -5,6 +5,10 @@ moves clearly, backgrounds keep contrast with the objects) while everything the 
 (size, speed, position, background, noise, distractor) varies with the seed, so the model cannot
 shortcut on it. Left/right, up/down and growing/shrinking of one seed are exact time reversals of
 each other: only the order of frames tells them apart.
+
+Two styles: dim scenes with lit objects (the default, the demo's cameras), and ``varied`` ones lit
+from dark to bright, where an object may be darker than its backdrop (issue 19: a model trained on
+dim scenes only learnt that the object is the bright thing).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ _MIN_BG_DISTANCE_DISTRACTOR = 80.0
 # fixed contrast polarity a shape's outline reaches a ViT's linear patch embedding with a fixed
 # sign whatever the backdrop; with backgrounds of any colour a small ViT learnt shapes far slower.
 _BACKGROUND_MAX = 110.0
+# Varied scenes (issue 19) keep at least this share of the distances above: low contrast, never none.
+_MIN_CONTRAST_VARIED = 0.4
 
 
 def _check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -124,14 +130,21 @@ class _Scene:
     distractor: _Sprite | None
     noise_sigma: float
     progress: tuple[float, float]  # (offset, span): clip time t maps to progress offset + span * t
+    shading: tuple[float, float] = (0.0, 0.0)  # (angle, strength): the main object lit from one side
 
 
-def _main_path(motion: str, size: int, num_frames: int, rng: np.random.Generator) -> _Path:
-    """Draw every variation in a fixed order, whatever the motion, so paired motions share one seed's draws."""
-    r = size * rng.uniform(0.075, 0.15)
-    travel = size * rng.uniform(0.35, 0.6)
-    along, across = rng.uniform(0, 1, size=2)
-    r_small, ratio = size * rng.uniform(0.06, 0.085), rng.uniform(2.0, 2.5)
+def _main_path(motion: str, size: int, num_frames: int, rng: np.random.Generator, varied: bool = False) -> _Path:
+    """Draw every variation in a fixed order, whatever the motion, so paired motions share one seed's draws.
+    ``varied``: wider ranges of sizes, distances travelled (speeds) and growth."""
+    u_r, u_travel, along, across, u_small, u_ratio = rng.uniform(0, 1, size=6)
+    if varied:
+        r, travel = size * (0.05 + 0.14 * u_r), size * (0.25 + 0.45 * u_travel)
+        r_small, ratio = size * (0.045 + 0.055 * u_small), 1.7 + u_ratio
+        travel = min(travel, size - 3 - 2 * r)
+        ratio = min(ratio, 0.3 * size / r_small)
+    else:
+        r, travel = size * (0.075 + 0.075 * u_r), size * (0.35 + 0.25 * u_travel)
+        r_small, ratio = size * (0.06 + 0.025 * u_small), 2.0 + 0.5 * u_ratio
     blink_states = rng.uniform(3.0, 4.5) * max(num_frames - 1, 1) / 7
     blink_phase = rng.uniform(0.0, 2.0)
     jitter = 0.5 if rng.random() < 0.5 else 0.0
@@ -179,12 +192,18 @@ def _segment_distance(point: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(point - (a + u * ab)))
 
 
-def _background_colors(avoid: list[tuple[tuple[int, int, int], float]],
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two colours whose every blend keeps at least the given distance from each object colour."""
+def _background_colors(avoid: list[tuple[tuple[float, ...], float]],
+                       rng: np.random.Generator, varied: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours whose every blend keeps at least the given distance from each object colour.
+    ``varied``: around a light level from dark to bright, with a lower contrast floor (drawn per scene)."""
+    if varied:
+        level, spread, floor = rng.uniform(10, 245), rng.uniform(15, 70), rng.uniform(_MIN_CONTRAST_VARIED, 1.0)
     for _ in range(200):
-        a, b = rng.uniform(0, _BACKGROUND_MAX, size=(2, 3))
-        if all(_segment_distance(np.array(c, float), a, b) >= d for c, d in avoid):
+        if varied:
+            a, b = np.clip(level + rng.uniform(-spread, spread, size=(2, 3)), 0, 255)
+        else:
+            a, b = rng.uniform(0, _BACKGROUND_MAX, size=(2, 3))
+        if all(_segment_distance(np.array(c, float), a, b) >= d * (floor if varied else 1.0) for c, d in avoid):
             return a, b
     return np.zeros(3), np.full(3, 30.0)  # near-black is far from every colour in COLORS
 
@@ -218,28 +237,35 @@ def _texture_weights(texture: str, size: int, rng: np.random.Generator) -> np.nd
 
 
 def _background(color: tuple[int, int, int], distractor: _Sprite | None, size: int,
-                rng: np.random.Generator, plain: bool = False) -> np.ndarray:
-    avoid = [(color, _MIN_BG_DISTANCE)]
+                rng: np.random.Generator, plain: bool = False, varied: bool = False,
+                shading: float = 0.0) -> np.ndarray:
+    """``shading``: the main object's colour ranges over (1 -/+ shading) times itself; all of it is avoided."""
+    avoid = [(tuple(np.clip(np.array(color) * f, 0, 255)), _MIN_BG_DISTANCE)
+             for f in sorted({1.0 - shading, 1.0, 1.0 + shading})]
     if distractor is not None:
         avoid.append((distractor.color, _MIN_BG_DISTANCE_DISTRACTOR))
-    a, b = _background_colors(avoid, rng)
+    a, b = _background_colors(avoid, rng, varied)
     texture = str(rng.choice(TEXTURES))
     w = _texture_weights("flat" if plain else texture, size, rng)[..., None]
     return (a * (1 - w) + b * w).astype(np.float32)
 
 
 def _plan_scene(action: Action, size: int, num_frames: int, span: float, seed: int | list[int],
-                plain: bool = False) -> tuple[_Scene, np.random.Generator]:
+                plain: bool = False, varied: bool = False) -> tuple[_Scene, np.random.Generator]:
     """The scene and the per-frame generator (jitter, noise); each concern has its own seeded stream.
-    ``plain``: a flat background and no distractor (a training curriculum's easy start)."""
+    ``plain``: a flat background and no distractor (a training curriculum's easy start).
+    ``varied``: backgrounds from dark to bright (objects darker than them too), lower contrast,
+    objects shaded from one side, wider sizes and speeds (issue 19)."""
     geometry, extras, backdrop, frames = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
-    path = _main_path(action.motion, size, num_frames, geometry)
+    path = _main_path(action.motion, size, num_frames, geometry, varied)
     offset = geometry.uniform(0, 1) * (1 - span)
     distractor = _distractor(action, path, size, extras)
     distractor = None if plain else distractor
     noise_sigma = float(extras.uniform(1.0, 4.0))
-    background = _background(COLORS[action.color], distractor, size, backdrop, plain)
-    scene = _Scene(COLORS[action.color], action.shape, path, background, distractor, noise_sigma, (offset, span))
+    shading = (float(extras.uniform(0, 2 * np.pi)), float(extras.uniform(0.0, 0.3)) if varied else 0.0)
+    background = _background(COLORS[action.color], distractor, size, backdrop, plain, varied, shading[1])
+    scene = _Scene(COLORS[action.color], action.shape, path, background, distractor, noise_sigma, (offset, span),
+                   shading)
     return scene, frames
 
 
@@ -270,7 +296,15 @@ def _render_frame(scene: _Scene, t: float, rng: np.random.Generator) -> np.ndarr
     if scene.path.visible(t):
         offset, span = scene.progress
         cx, cy, r = scene.path.at(offset + span * t)
-        frame[shape_mask(scene.shape, cx + main_jitter[0], cy + main_jitter[1], r, size)] = scene.color
+        cx, cy = cx + main_jitter[0], cy + main_jitter[1]
+        mask = shape_mask(scene.shape, cx, cy, r, size)
+        angle, strength = scene.shading
+        if strength:  # brighter on one side, darker on the other
+            yy, xx = np.nonzero(mask)
+            side = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / max(r, 1.0)  # in [-1, 1]
+            frame[mask] = np.asarray(scene.color, np.float32) * (1 + strength * side)[:, None]
+        else:
+            frame[mask] = scene.color
     frame += rng.normal(0.0, scene.noise_sigma, size=frame.shape).astype(np.float32)
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
@@ -289,7 +323,7 @@ def _check_size(num_frames: int, size: int) -> None:
 # --- public API -------------------------------------------------------------------------------------
 
 def render_clip(action: Action, num_frames: int = 8, size: int = 64, seed: int = 0,
-                span: float | None = None, plain: bool = False) -> np.ndarray:
+                span: float | None = None, plain: bool = False, varied: bool = False) -> np.ndarray:
     """(num_frames, size, size, 3) uint8 RGB clip of ``action``, the same for the same seed.
 
     ``span`` in (0, 1] is the fraction of a longer motion the clip covers (default 1: all of it), so a
@@ -299,7 +333,7 @@ def render_clip(action: Action, num_frames: int = 8, size: int = 64, seed: int =
     span = 1.0 if span is None else float(span)
     if not 0.0 < span <= 1.0:
         raise ValueError(f"span must be in (0, 1], got {span}")
-    scene, rng = _plan_scene(action, size, num_frames, span, seed, plain)
+    scene, rng = _plan_scene(action, size, num_frames, span, seed, plain, varied)
     return np.stack([_render_frame(scene, float(t), rng) for t in _times(num_frames)])
 
 
@@ -321,7 +355,7 @@ def render_stream(actions: list[Action], seconds_per_action: float, fps: int, si
 
 
 def render_window(action: Action, num_frames: int, size: int, seed: int, frames_per_scene: int,
-                  stride: int, start: int, plain: bool = False) -> np.ndarray:
+                  stride: int, start: int, plain: bool = False, varied: bool = False) -> np.ndarray:
     """(num_frames, size, size, 3) frames ``start, start + stride, ...`` of a live synthetic camera
     showing only ``action`` (a fresh scene every ``frames_per_scene`` frames, as ``render_stream``).
 
@@ -337,7 +371,8 @@ def render_window(action: Action, num_frames: int, size: int, seed: int, frames_
     for index in range(start, start + num_frames * stride, stride):
         scene_index, frame_index = divmod(index, frames_per_scene)
         if scene_index not in scenes:
-            scenes[scene_index] = _plan_scene(action, size, frames_per_scene, 1.0, [seed, scene_index], plain)
+            scenes[scene_index] = _plan_scene(action, size, frames_per_scene, 1.0, [seed, scene_index], plain,
+                                              varied)
         scene, rng = scenes[scene_index]
         frames.append(_render_frame(scene, float(times[frame_index]), rng))
     return np.stack(frames)
