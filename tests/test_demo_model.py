@@ -17,8 +17,8 @@ from xclip_stream.training.report import REPORT_JSON, evaluate_synthetic, format
 from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
 
 TEST_SEED = 20261126  # the report in the folder used seed 1; training draws seeds below 2**31
-# Issue 4 asks for 0.90 on held-out clips; the model reaches 0.91 (eval.json; shape 0.95, motion
-# 0.96, colour 0.98). These floors guard it about 4 standard errors below that on this test's 428
+# Issue 4 asks for 0.90 on held-out clips; the model reaches 0.92 (eval.json; shape 0.95, motion
+# 0.96, colour 0.99). These floors guard it about 4 standard errors below that on this test's 428
 # clips (52 for the unseen combinations).
 SEEN_TOP1_FLOOR = 0.85
 
@@ -70,8 +70,10 @@ def test_committed_report_matches_a_fresh_evaluation(report):
 def test_the_held_out_style_is_scored_and_reported(report):
     style = report["heldout_style"]
     assert style["seen"]["clips"] == 107 and style["unseen"]["clips"] == 13
-    # chance is 1/8 for the motion, 1/3 for the shape
-    assert style["seen"]["motion"] >= 0.25 and style["seen"]["shape"] >= 0.4, style["seen"]
+    # Stage 9 (--varied) took the held-out style from 0.15 to 0.64 (motion 0.42 to 0.87, shape 0.41
+    # to 0.72; eval.json, 1,070 clips); the floors sit about 3-4 standard errors below on these 107.
+    seen = style["seen"]
+    assert seen["top1"] >= 0.45 and seen["motion"] >= 0.72 and seen["shape"] >= 0.5 and seen["color"] >= 0.8, seen
     committed = json.loads((DEMO_CHECKPOINT / REPORT_JSON).read_text())["heldout_style"]
     assert abs(committed["seen"]["motion"] - style["seen"]["motion"]) < 0.15, (committed["seen"], style["seen"])
     text = format_report(report)
