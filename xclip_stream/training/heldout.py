@@ -84,6 +84,7 @@ class HeldOutClip:
         rng = np.random.default_rng([seed, 19])
         self.action, self.size, self.rng = action, size, rng
         self.background = room(size, rng)
+        self.yy, self.xx = np.mgrid[0:size, 0:size].astype(np.float32)  # pixel rows and columns, for shading
         self.light = rng.uniform(0.55, 1.35)
         self.color = np.array(COLORS[action.color], np.float32)
         self.outline = rng.uniform() < 0.5
@@ -119,8 +120,7 @@ class HeldOutClip:
     def _paint(self, frame: np.ndarray, color: np.ndarray, shape: str, cx: float, cy: float, r: float) -> None:
         size = self.size
         cover = coverage(shape, cx, cy, r, size)[..., None]
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        side = ((xx - cx) * np.cos(self.shade_angle) + (yy - cy) * np.sin(self.shade_angle)) / max(r, 1.0)
+        side = ((self.xx - cx) * np.cos(self.shade_angle) + (self.yy - cy) * np.sin(self.shade_angle)) / max(r, 1.0)
         fill = color[None, None, :] * np.clip(0.85 + 0.15 * side, 0.6, 1.1)[..., None]
         if self.outline:
             ring = np.clip(cover - coverage(shape, cx, cy, max(r - 1.2, 0.5), size)[..., None], 0, 1)
