@@ -12,9 +12,10 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
+from xclip_stream.actors.replica import APP_NAME, deploy
 from xclip_stream.actors.runner import run_pipeline
 from xclip_stream.pipeline.kafka_clients import client_config
-from xclip_stream.schemas.config import KafkaSecurity, parse_config
+from xclip_stream.schemas.config import KafkaSecurity, PipelineConfig, parse_config
 
 LABELS = ["a person walking", "a person running", "a car"]
 
@@ -33,11 +34,39 @@ def pipeline_config(checkpoint: Path, cameras: list[dict], kafka: dict | None = 
     return config
 
 
-class PipelineThread:
-    """``run_pipeline`` in a background thread, stoppable like SIGTERM would stop it."""
+# What each Ray cluster of this worker has deployed for the tests: node id -> (model and serve
+# settings, Serve's last deploy time of the application)
+_SHARED_APPS: dict[str, tuple[str, float]] = {}
 
-    def __init__(self, config: dict):
+
+def shared_model_app(config: PipelineConfig) -> str:
+    """Deploys the model application for ``config`` unless this cluster already runs it with the same
+    model and serve settings, deployed here (a test that deployed or deleted it since is seen by
+    Serve's deploy time); returns the cluster's address. A pipeline run with ``serve.deploy: false``
+    then only calls it, as under a RayService: a replica's start (seconds idle, tens of seconds
+    beside another pipeline) is paid once per module and settings, not once per test."""
+    import ray
+    from ray import serve
+
+    key = config.model.model_dump_json() + config.serve.model_dump_json()
+    node = ray.get_runtime_context().get_node_id()
+    status = serve.status().applications.get(APP_NAME) if node in _SHARED_APPS else None
+    if status is None or status.status != "RUNNING" or _SHARED_APPS[node] != (key, status.last_deployed_time_s):
+        deploy(config.model, config.serve)  # returns once the application is running
+        _SHARED_APPS[node] = (key, serve.status().applications[APP_NAME].last_deployed_time_s)
+    return ray.get_runtime_context().gcs_address
+
+
+class PipelineThread:
+    """``run_pipeline`` in a background thread, stoppable like SIGTERM would stop it. With
+    ``shared_model`` (the default) the model application is deployed once for the tests of a Ray
+    session (``shared_model_app``) and the pipeline joins it; ``False`` keeps the pipeline's own
+    deploy and delete, for tests of those."""
+
+    def __init__(self, config: dict, shared_model: bool = True):
         self.config = parse_config(config)
+        self.shared_model = shared_model and self.config.serve.deploy
+        self.ray_address: str | None = None
         self.stop = threading.Event()
         self.out = io.StringIO()
         self.result: dict | None = None
@@ -46,11 +75,15 @@ class PipelineThread:
 
     def _run(self):
         try:
-            self.result = run_pipeline(self.config, self.out, stop=self.stop)
+            self.result = run_pipeline(self.config, self.out, stop=self.stop, ray_address=self.ray_address)
         except BaseException as e:  # noqa: BLE001 - re-raised in join()
             self.error = e
 
     def __enter__(self):
+        if self.shared_model:
+            self.ray_address = shared_model_app(self.config)
+            serve = self.config.serve.model_copy(update={"deploy": False})
+            self.config = self.config.model_copy(update={"serve": serve})
         self.thread.start()
         return self
 
@@ -78,7 +111,9 @@ class TopicReader:
                                       **client_config(security))
         self.records = []
 
-    def read_until(self, done, timeout: float = 90.0, what: str = "events") -> list:
+    # 180 s: seconds on an idle machine, but beside the multi-node cluster test (the other pytest
+    # worker) a pipeline got no window for 90 s and its actors took over 30 s to start
+    def read_until(self, done, timeout: float = 180.0, what: str = "events") -> list:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for records in self.consumer.poll(timeout_ms=300).values():

@@ -85,7 +85,7 @@ def test_four_kinds_of_source_at_once(ray_session, tiny_checkpoint, clip, rtsp_c
             events = reader.read_until(
                 lambda ev: all(len(by_camera(ev).get(c, [])) >= 4 for c in
                                ("file-cam", "rtsp-cam", "mjpeg-cam", "kafka-cam")),
-                timeout=120, what="4 windows from each camera")
+                timeout=240, what="4 windows from each camera")  # 120 s ran out beside the cluster test
         reader.close()
     validate(events)
     scores = by_camera(events)

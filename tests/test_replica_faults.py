@@ -140,7 +140,7 @@ def test_a_window_the_model_fails_on_at_run_time_is_published_counted_and_its_of
     probe = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=kafka_topic, enable_auto_commit=False)
     partitions = [TopicPartition(frames_topic, p) for p in (0, 1)]
     try:
-        with PipelineThread(config) as run:
+        with PipelineThread(config, shared_model=False) as run:  # its own (poisoned) deploy
             events.read_until(lambda ev: len(by_camera(ev).get("cam-ok", [])) >= 4
                               and len(by_camera(ev, "xclip.window.failed").get("cam-bad", [])) >= 4,
                               what="cam-ok's scores and cam-bad's failures")
