@@ -27,32 +27,34 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 OPEN_CLIP_CACHE = REPO_ROOT / ".cache" / "open_clip"
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 
-# `make test` runs two pytest-xdist workers (--dist loadgroup). The tests that start a local Ray
-# cluster in the test process run one after another in one group ("ray"); those that run whole
-# pipelines in processes of their own (a multi-node cluster, the demo, the CLI, the soak), the
-# Serve bench and the member-scaling test in another ("ray-own"). So at most two pipelines share
-# the 2 cores at a time, and the rest of the tests (one torch thread each) fill in beside them.
-# The two groups are balanced by hand (each about 850 s of a suite run here, the rest beside them).
+# `make test` runs pytest twice. First the multi-node cluster test alone: a head and up to five
+# fake nodes are more processes than 2 cores carry beside another pipeline (pipeline tests beside it
+# got no window for 90 s, and it failed beside the torch.compile and evaluation tests). Then the
+# rest on two pytest-xdist workers (--dist loadgroup). A module whose tests start Ray (a local
+# cluster in the test process, or pipelines in processes of their own) is one xdist group, so its
+# tests run one after another on one worker: at most two pipelines share the 2 cores, and xdist
+# balances the modules.
 RAY_MODULES = {
     "test_pipeline", "test_pipeline_faults", "test_pipeline_security", "test_replica_faults",
     "test_frames_hardening", "test_camera_credentials", "test_placement", "test_ray_network",
-    "test_delivery", "test_kafka_security",
+    "test_delivery", "test_kafka_security", "test_demo", "test_cli_run", "test_bench_soak", "test_bench_serve",
+    "test_member_scaling",
 }
-OWN_PIPELINE_MODULES = {"test_cluster", "test_demo", "test_cli_run", "test_bench_soak", "test_bench_serve",
-                        "test_member_scaling"}
+CLUSTER_MODULE = "test_cluster"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marker into the node id's @group
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        if module in OWN_PIPELINE_MODULES:
-            item.add_marker(pytest.mark.xdist_group("ray-own"))
+        if module == CLUSTER_MODULE:
+            item.add_marker(pytest.mark.cluster)
         elif module in RAY_MODULES or "ray_session" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: the multi-node cluster test (`make test` runs it alone)")
     # Ray starts its workers at nice 15 so that its daemons stay responsive on a busy node. Beside
     # the other xdist worker (nice 0), the replica and the members then got a sliver of a core: a
     # replica took minutes to start, and the timed pipeline tests failed. Here they share fairly.
