@@ -30,27 +30,35 @@ BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 # `make test` runs pytest twice. First the multi-node cluster test alone: a head and up to five
 # fake nodes are more processes than 2 cores carry beside another pipeline (pipeline tests beside it
 # got no window for 90 s, and it failed beside the torch.compile and evaluation tests). Then the
-# rest on two pytest-xdist workers (--dist loadgroup). A module whose tests start Ray (a local
-# cluster in the test process, or pipelines in processes of their own) is one xdist group, so its
-# tests run one after another on one worker: at most two pipelines share the 2 cores, and xdist
-# balances the modules.
+# rest on two pytest-xdist workers (--dist loadgroup), each module one xdist group: a module's
+# tests run one after another on one worker, so a module whose tests start Ray (a local cluster in
+# the test process, or pipelines in processes of their own) shares the 2 cores with at most one
+# other pipeline, and a module's fixtures (an evaluation, a compiled model) are built once.
 RAY_MODULES = {
     "test_pipeline", "test_pipeline_faults", "test_pipeline_security", "test_replica_faults",
     "test_frames_hardening", "test_camera_credentials", "test_placement", "test_ray_network",
     "test_delivery", "test_kafka_security", "test_demo", "test_cli_run", "test_bench_soak", "test_bench_serve",
     "test_member_scaling",
 }
+# Modules of a minute or more of CPU that start no Ray (evaluations, torch.compile, transformers).
+SLOW_MODULES = {"test_demo_model", "test_stream_stages", "test_model_parity", "test_train", "test_precision"}
 CLUSTER_MODULE = "test_cluster"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marker into the node id's @group
 def pytest_collection_modifyitems(config, items):
+    slow = set()
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module == CLUSTER_MODULE:
             item.add_marker(pytest.mark.cluster)
-        elif module in RAY_MODULES or "ray_session" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group(module))
+            continue
+        item.add_marker(pytest.mark.xdist_group(module))
+        if module in RAY_MODULES or module in SLOW_MODULES or "ray_session" in item.fixturenames:
+            slow.add(module)
+    # xdist hands out groups in collection order: the long modules first and the short ones last,
+    # so that both workers end together instead of one finishing a pipeline module alone.
+    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in slow)
 
 
 def pytest_configure(config):
