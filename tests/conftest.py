@@ -48,12 +48,14 @@ CLUSTER_MODULE = "test_cluster"
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marker into the node id's @group
 def pytest_collection_modifyitems(config, items):
     slow = set()
+    grouped = config.pluginmanager.hasplugin("xdist")  # without it (-p no:xdist) the mark is unknown
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module == CLUSTER_MODULE:
             item.add_marker(pytest.mark.cluster)
             continue
-        item.add_marker(pytest.mark.xdist_group(module))
+        if grouped:
+            item.add_marker(pytest.mark.xdist_group(module))
         if module in RAY_MODULES or module in SLOW_MODULES or "ray_session" in item.fixturenames:
             slow.add(module)
     # xdist hands out groups in collection order: the long modules first and the short ones last,
