@@ -5,9 +5,8 @@ Each demo camera loops ten 3-s scenes of one action (``xclip_stream.demo``). Thi
 camera's loop as the demo writes it (an H.264 file; the MJPEG camera's JPEG changed no window),
 windows it as the demo's pipeline does (sampled to ``SAMPLE_FPS``, the model's frame count, hop
 ``HOP``; from the loop's first frame, where a live run starts anywhere) and scores every window
-among all 120 captions. A window that spans a scene cut sees the
-object jump to another place and size, so a still object can look moving there: those windows are
-counted apart.
+among all 120 captions. A window that spans a scene cut sees the object jump to another place and
+size, so a still object can look moving there: those windows are counted apart.
 
     .venv/bin/python bench/demo_loops.py [--models demo,PATH,...] [--cameras 4]
 
@@ -17,6 +16,7 @@ Prints a table and writes bench/results/demo-loops.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -28,25 +28,32 @@ sys.path.insert(0, str(REPO / "bench"))
 from decode import machine, write_json  # noqa: E402
 
 
+@functools.cache  # one render per camera and frame count, however many models
 def camera_windows(camera: int, count: int, num_frames: int, work: Path) -> tuple[str, list, list[bool]]:
     """(caption, windows of (T, H, W, 3) uint8, whether each spans a scene cut) of demo camera
-    ``camera`` (0-based, of ``count``) over one loop, the loop wrapping as the camera's does."""
+    ``camera`` (0-based, of ``count``) over one loop, cut by the pipeline's own sampler and window
+    ring, the loop wrapping as the camera's does."""
     import av
     import numpy as np
 
     from xclip_stream.demo import FPS, HOP, SAMPLE_FPS, SCENE_SECONDS, demo_actions, write_camera_video
+    from xclip_stream.pipeline.windows import RateSampler, WindowBuffer
 
     action = demo_actions(count)[camera]
     path = write_camera_video(work / f"camera-{camera}.mp4", action, seed=camera)
     with av.open(str(path)) as container:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
-    stride = round(FPS / SAMPLE_FPS)
-    sampled = frames[::stride]
-    per_scene = round(SCENE_SECONDS * SAMPLE_FPS)
-    starts = range(0, len(sampled), HOP)
-    looped = np.concatenate([sampled, sampled[:num_frames]])
-    windows = [looped[s:s + num_frames] for s in starts]
-    crosses = [s // per_scene != (s + num_frames - 1) // per_scene for s in starts]
+    sampler, ring = RateSampler(SAMPLE_FPS), WindowBuffer(f"camera-{camera}", num_frames, HOP)
+    loop, per_scene = len(frames), round(SCENE_SECONDS * FPS)
+    wanted = round(loop * SAMPLE_FPS / FPS / HOP)  # a window begun at every hop of the loop
+    windows, crosses = [], []
+    for seq in range(2 * loop):
+        if sampler.keep(seq / FPS) and (window := ring.push(seq, seq / FPS, frames[seq % loop])):
+            windows.append(window.frames)
+            first, last = window.frame_seqs[0] % loop, window.frame_seqs[-1] % loop
+            crosses.append(first // per_scene != last // per_scene)
+            if len(windows) == wanted:
+                break
     return action.caption, windows, crosses
 
 

@@ -45,12 +45,16 @@ SLOW_MODULES = {"test_demo_model", "test_stream_stages", "test_model_parity", "t
 CLUSTER_MODULE = "test_cluster"
 
 
+def _module(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marker into the node id's @group
 def pytest_collection_modifyitems(config, items):
     slow = set()
     grouped = config.pluginmanager.hasplugin("xdist")  # without it (-p no:xdist) the mark is unknown
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
+        module = _module(item)
         if module == CLUSTER_MODULE:
             item.add_marker(pytest.mark.cluster)
             continue
@@ -60,7 +64,7 @@ def pytest_collection_modifyitems(config, items):
             slow.add(module)
     # xdist hands out groups in collection order: the long modules first and the short ones last,
     # so that both workers end together instead of one finishing a pipeline module alone.
-    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in slow)
+    items.sort(key=lambda item: _module(item) not in slow)
 
 
 def pytest_configure(config):
