@@ -66,10 +66,12 @@ def check_live_page(url: str, profile: Path, screenshots: Path) -> str:
                          f".includes('labels: {shape}') && Array.from(document.querySelectorAll("
                          f"'[data-camera=\"{camera}\"] .top li span:first-child')).every(s => s.textContent"
                          f".includes(' {shape} '))", timeout=30, what=f"{camera}'s windows scored on the {shape} set")
-        later = dict((c, (w, src)) for c, w, src in browser.evaluate(
-            f"{TILES}.map(t => [t.dataset.camera, +t.dataset.window, t.querySelector('img').src])"))
-        for camera_id, window, src in first:  # each tile's window and frame moved on
-            assert later[camera_id][0] > window and later[camera_id][1] != src, (camera_id, window, later[camera_id])
+        # each tile's window and frame move on (thumbnails are refreshed every 2 s, and a busy camera
+        # actor can miss a refresh: wait for it rather than read the page once)
+        browser.wait_for(f"(() => {{ const first = {json.dumps({c: [w, src] for c, w, src in first})}; "
+                         f"return {TILES}.every(t => {{ const [w, src] = first[t.dataset.camera]; "
+                         "return +t.dataset.window > w && t.querySelector('img').src !== src; }); })()",
+                         timeout=20, what="every tile's window and frame moved on")
         browser.screenshot(screenshots / "live-page-relabelled.png")
         return camera
     finally:
