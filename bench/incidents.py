@@ -39,7 +39,7 @@ CANDIDATES = [(0.6, 0.4, 1, 2), (0.6, 0.4, 2, 2), (0.6, 0.4, 3, 2), (0.6, 0.4, 3
               (0.4, 0.25, 3, 3), (0.5, 0.3, 4, 3)]
 
 
-def record(seconds: float, cameras: int, out: Path) -> tuple[list[dict], dict[str, str]]:
+def record(seconds: float, cameras: int, out: Path, model: str = "demo") -> tuple[list[dict], dict[str, str]]:
     """Run the demo; every event of its topic, and camera -> its true caption."""
     from kafka import KafkaConsumer
 
@@ -48,8 +48,8 @@ def record(seconds: float, cameras: int, out: Path) -> tuple[list[dict], dict[st
 
     work = Path(tempfile.mkdtemp(prefix="xclip-bench-incidents-"))
     with TansuBroker(log_path=work / "tansu.log") as tansu:
-        summary = run_demo(seconds, cameras, tansu.bootstrap, "xclip.bench.events", summary_path=work / "summary.json",
-                           plain=True, log=work / "demo.log", http_port=None)
+        summary = run_demo(seconds, cameras, tansu.bootstrap, "xclip.bench.events", model=model,
+                           summary_path=work / "summary.json", plain=True, log=work / "demo.log", http_port=None)
         consumer = KafkaConsumer("xclip.bench.events", bootstrap_servers=tansu.bootstrap, group_id=None,
                                  auto_offset_reset="earliest", enable_auto_commit=False)
         events, quiet_since = [], time.monotonic()
@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--events", type=Path, help="replay this saved run instead of running the demo")
+    parser.add_argument("--model", default="demo", help="checkpoint the demo runs (default: the bundled demo model)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "incidents.json"))
     args = parser.parse_args()
     saved = Path(args.out).with_name("incidents-events.jsonl")
@@ -106,7 +107,7 @@ def main() -> int:
         truth, events = lines[0]["truth"], lines[1:]
     else:
         saved.parent.mkdir(parents=True, exist_ok=True)
-        events, truth = record(args.seconds, args.cameras, saved)
+        events, truth = record(args.seconds, args.cameras, saved, args.model)
     rows = [replay(events, truth, *candidate) for candidate in CANDIDATES]
     default = Thresholds()
     print(f"\nIncidents of {len(truth)} demo cameras ({rows[0]['windows']} windows; ideal: {len(truth)} true, 0 false; "
@@ -118,7 +119,8 @@ def main() -> int:
         print(f"{r['on']:>5}{r['off']:>5}{r['min_on_windows']:>7}{r['min_off_windows']:>8}{r['true_incidents']:>6}"
               f"{r['false_incidents']:>7}{r['false_per_camera_hour']:>12}{r['true_coverage']:>14.3f}"
               f"{r['false_windows']:>19}  {r['first_true_window']}")
-    write_json(args.out, {"machine": machine(), "truth": truth, "rows": rows,
+    write_json(args.out, {"machine": machine(), "model": None if args.events else args.model, "truth": truth,
+                          "rows": rows,
                           "events": str(args.events or saved)})
     return 0
 

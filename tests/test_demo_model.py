@@ -17,10 +17,10 @@ from xclip_stream.training.report import REPORT_JSON, evaluate_synthetic, format
 from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
 
 TEST_SEED = 20261126  # the report in the folder used seed 1; training draws seeds below 2**31
-# Issue 4 asks for 0.90 on held-out clips; the model reaches 0.92 (eval.json; shape 0.95, motion
-# 0.96, colour 0.99). These floors guard it about 4 standard errors below that on this test's 428
+# Issue 4 asks for 0.90 on held-out clips; the model reaches 0.96 (eval.json; shape 0.98, motion
+# 0.98, colour 0.99). These floors guard it about 4 standard errors below that on this test's 428
 # clips (52 for the unseen combinations).
-SEEN_TOP1_FLOOR = 0.85
+SEEN_TOP1_FLOOR = 0.90
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_held_out_clips_of_trained_combinations_over_all_120_captions(report):
 
 def test_unseen_combinations_are_well_above_chance(report):
     unseen = report["unseen"]
-    assert unseen["top1"] >= 0.65 and unseen["top1"] >= 10 * report["chance_top1"], unseen
+    assert unseen["top1"] >= 0.75 and unseen["top1"] >= 10 * report["chance_top1"], unseen
     assert unseen["top1_among_unseen"] >= 3 * unseen["chance_among_unseen"], unseen
 
 
@@ -70,10 +70,10 @@ def test_committed_report_matches_a_fresh_evaluation(report):
 def test_the_held_out_style_is_scored_and_reported(report):
     style = report["heldout_style"]
     assert style["seen"]["clips"] == 107 and style["unseen"]["clips"] == 13
-    # Stage 9 (--varied) took the held-out style from 0.15 to 0.64 (motion 0.42 to 0.87, shape 0.41
-    # to 0.72; eval.json, 1,070 clips); the floors sit about 3-4 standard errors below on these 107.
+    # Stages 9-13 (--varied) took the held-out style from 0.15 to 0.74 (motion 0.42 to 0.88, shape
+    # 0.41 to 0.80; eval.json, 1,070 clips); the floors sit about 3-4 standard errors below on these 107.
     seen = style["seen"]
-    assert seen["top1"] >= 0.45 and seen["motion"] >= 0.72 and seen["shape"] >= 0.5 and seen["color"] >= 0.8, seen
+    assert seen["top1"] >= 0.58 and seen["motion"] >= 0.76 and seen["shape"] >= 0.66 and seen["color"] >= 0.8, seen
     committed = json.loads((DEMO_CHECKPOINT / REPORT_JSON).read_text())["heldout_style"]
     assert abs(committed["seen"]["motion"] - style["seen"]["motion"]) < 0.15, (committed["seen"], style["seen"])
     text = format_report(report)

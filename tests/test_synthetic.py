@@ -18,6 +18,8 @@ from xclip_stream.training.synthetic import (
     render_clip,
     render_stream,
     render_window,
+    shape_coverage,
+    shape_mask,
     write_clip,
 )
 
@@ -230,3 +232,21 @@ def test_varied_scenes_range_from_dark_to_bright_with_objects_darker_than_them_t
     assert 0.2 < darker / len(means) < 0.7
     dim, _ = _plan_scene(all_actions()[0], SIZE, 8, 1.0, 0)
     assert dim.background.max() <= 110 and dim.shading[1] == 0.0  # the dim style stays as it was
+
+
+@pytest.mark.parametrize("shape, area", [("circle", np.pi), ("square", 4.0), ("triangle", 2.0)])
+def test_soft_edges_cover_the_shapes_area_and_agree_with_the_hard_mask(shape, area):
+    cx, cy, r = 30.3, 33.6, 11.2
+    cover, mask = shape_coverage(shape, cx, cy, r, SIZE), shape_mask(shape, cx, cy, r, SIZE)
+    assert abs(cover.sum() - area * r * r) < 0.03 * area * r * r  # the share of each pixel, summed
+    differ = (cover >= 0.5) != mask  # the same boundary, but for pixel centres on it (rounding either way)
+    assert np.allclose(cover[differ], 0.5, atol=1e-6) and differ.sum() < 2 * r
+    edge = (cover > 0.05) & (cover < 0.95)
+    assert edge.sum() > 2 * r  # partial pixels all round, not a hard step
+
+
+def test_varied_scenes_draw_soft_edges_and_the_dim_style_hard_ones():
+    action = Action("white", "circle", "standing still")
+    for varied in (False, True):
+        scene, _ = _plan_scene(action, SIZE, 8, 1.0, 3, varied=varied)
+        assert scene.soft is varied

@@ -149,7 +149,7 @@ A small X-CLIP ({size_mb:.1f} MB of files) trained by this project, on a CPU, on
 videos: a coloured circle, square or triangle moving left, right, up or down, growing, shrinking,
 blinking or standing still, over textured backgrounds with noise and a still distractor
 (`xclip_stream/training/synthetic.py`), lit from dark to bright and seen through a simulated camera
-(exposure, white balance, blur, noise, H.264; `xclip_stream/training/augment.py`) in the last stage.
+(exposure, white balance, blur, noise, H.264; `xclip_stream/training/augment.py`) in the stages with `--varied`.
 It knows only these scenes and captions of the form
 "a {{color}} {{shape}} {{motion}}"; it is a demo model, not a general video model.
 

@@ -7,8 +7,9 @@ shortcut on it. Left/right, up/down and growing/shrinking of one seed are exact 
 each other: only the order of frames tells them apart.
 
 Two styles: dim scenes with lit objects (the default, the demo's cameras), and ``varied`` ones lit
-from dark to bright, where an object may be darker than its backdrop (issue 19: a model trained on
-dim scenes only learnt that the object is the bright thing).
+from dark to bright, where an object may be darker than its backdrop and its edges blend into it as
+a camera's pixels do (issue 19: a model trained on dim scenes only learnt that the object is the
+bright thing).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class _Scene:
     noise_sigma: float
     progress: tuple[float, float]  # (offset, span): clip time t maps to progress offset + span * t
     shading: tuple[float, float] = (0.0, 0.0)  # (angle, strength): the main object lit from one side
+    soft: bool = False  # edges drawn by the share of each pixel a shape covers, as a camera's sensor sees them
 
 
 def _main_path(motion: str, size: int, num_frames: int, rng: np.random.Generator, varied: bool = False) -> _Path:
@@ -255,7 +257,7 @@ def _plan_scene(action: Action, size: int, num_frames: int, span: float, seed: i
     """The scene and the per-frame generator (jitter, noise); each concern has its own seeded stream.
     ``plain``: a flat background and no distractor (a training curriculum's easy start).
     ``varied``: backgrounds from dark to bright (objects darker than them too), lower contrast,
-    objects shaded from one side, wider sizes and speeds (issue 19)."""
+    objects shaded from one side with soft edges, wider sizes and speeds (issue 19)."""
     geometry, extras, backdrop, frames = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
     path = _main_path(action.motion, size, num_frames, geometry, varied)
     offset = geometry.uniform(0, 1) * (1 - span)
@@ -265,7 +267,7 @@ def _plan_scene(action: Action, size: int, num_frames: int, span: float, seed: i
     shading = (float(extras.uniform(0, 2 * np.pi)), float(extras.uniform(0.0, 0.3)) if varied else 0.0)
     background = _background(COLORS[action.color], distractor, size, backdrop, plain, varied, shading[1])
     scene = _Scene(COLORS[action.color], action.shape, path, background, distractor, noise_sigma, (offset, span),
-                   shading)
+                   shading, soft=varied)
     return scene, frames
 
 
@@ -285,26 +287,57 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(map(repr, SHAPES))}")
 
 
+def _signed_distance(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
+    """(size, size) distance in pixels from each pixel centre to the edge of ``shape_mask``'s shape,
+    negative inside (square and triangle: the largest distance to an edge's line, exact along edges)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        return np.sqrt(dx * dx + dy * dy) - r
+    if shape == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) - r
+    if shape == "triangle":
+        return np.maximum(dy - r, (np.abs(2 * dx) - dy - r) / np.sqrt(5.0))  # the base, the slanted edges
+    raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(map(repr, SHAPES))}")
+
+
+def shape_coverage(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
+    """(size, size) float32 share in [0, 1] of each pixel the shape covers, approximated from the
+    distance to its edge: 1/2 on the edge, as ``shape_mask``'s boundary (varied scenes, issue 19)."""
+    return np.clip(0.5 - _signed_distance(shape, cx, cy, r, size), 0.0, 1.0).astype(np.float32)
+
+
+def _paint(frame: np.ndarray, shape: str, cx: float, cy: float, r: float, color: tuple[int, int, int],
+           soft: bool, shading: tuple[float, float] = (0.0, 0.0)) -> None:
+    """Draw one shape into ``frame`` in place, hard-edged or ``soft``; ``shading`` (angle, strength)
+    makes it brighter on one side and darker on the other."""
+    size = frame.shape[0]
+    cover = shape_coverage(shape, cx, cy, r, size) if soft else shape_mask(shape, cx, cy, r, size)
+    yy, xx = np.nonzero(cover)
+    fill = np.broadcast_to(np.asarray(color, np.float32), (len(yy), 3))
+    angle, strength = shading
+    if strength:
+        side = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / max(r, 1.0)  # about [-1, 1]
+        fill = fill * (1 + strength * side)[:, None]
+    if not soft:
+        frame[yy, xx] = fill
+        return
+    w = cover[yy, xx][:, None]
+    frame[yy, xx] = frame[yy, xx] * (1 - w) + fill * w
+
+
 def _render_frame(scene: _Scene, t: float, rng: np.random.Generator) -> np.ndarray:
-    size = scene.background.shape[0]
     frame = scene.background.copy()
     main_jitter = rng.uniform(-1, 1, size=2) * scene.path.jitter
     d = scene.distractor
     d_jitter = rng.uniform(-1, 1, size=2) * (d.jitter if d is not None else 0.0)
     if d is not None:
-        frame[shape_mask(d.shape, d.center[0] + d_jitter[0], d.center[1] + d_jitter[1], d.r, size)] = d.color
+        _paint(frame, d.shape, d.center[0] + d_jitter[0], d.center[1] + d_jitter[1], d.r, d.color, scene.soft)
     if scene.path.visible(t):
         offset, span = scene.progress
         cx, cy, r = scene.path.at(offset + span * t)
-        cx, cy = cx + main_jitter[0], cy + main_jitter[1]
-        mask = shape_mask(scene.shape, cx, cy, r, size)
-        angle, strength = scene.shading
-        if strength:  # brighter on one side, darker on the other
-            yy, xx = np.nonzero(mask)
-            side = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / max(r, 1.0)  # in [-1, 1]
-            frame[mask] = np.asarray(scene.color, np.float32) * (1 + strength * side)[:, None]
-        else:
-            frame[mask] = scene.color
+        _paint(frame, scene.shape, cx + main_jitter[0], cy + main_jitter[1], r, scene.color, scene.soft,
+               scene.shading)
     frame += rng.normal(0.0, scene.noise_sigma, size=frame.shape).astype(np.float32)
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
