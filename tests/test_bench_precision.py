@@ -20,5 +20,7 @@ def test_bf16_and_int8_rows_against_float32_on_the_demo_model(tmp_path):
         assert exact["rel_error_vs_float32"] == 0.0 and exact["top1_agrees_with_float32"] == 1.0
         assert 0.0 < half["rel_error_vs_float32"] < 2e-2  # bf16 rounds: not zero, and not broken
         assert half["top1_agrees_with_float32"] >= 0.9
-        assert 0.0 < int8["rel_error_vs_float32"] < 5e-2 and int8["top1_agrees_with_float32"] >= 0.9
+        # int8: 3.7e-2 over 1,200 clips (bench/measured/cpu-2026-12-01/precision-stage13-model.json), up to
+        # 5.3e-2 on these 13 unseen ones; a broken path is off by about 1
+        assert 0.0 < int8["rel_error_vs_float32"] < 8e-2 and int8["top1_agrees_with_float32"] >= 0.9
     assert rows[("seen", "float32")]["top1_accuracy"] > 0.7  # the trained model, far above chance (1/120)
