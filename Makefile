@@ -44,8 +44,8 @@ demo: $(STAMP)
 # with three clips in four lit from dark to bright through a simulated camera (--varied, issue
 # 19), 10 with four in five so at half the learning rate and two shape groups to one motion group,
 # and 11-13 at lower rates give the dim scenes of the demo's cameras back half and then 70% of each
-# batch (13 with shape groups again). The shipped model's stage 9 was trained before varied scenes drew soft-edged shapes
-# (stages 10-13 with them); this recipe draws them in stage 9 too.
+# batch (13 with shape groups again). The shipped model's stage 9 was trained before varied scenes
+# drew soft-edged shapes (stages 10-13 with them); this recipe draws them in stage 9 too.
 TRAIN        := $(PY) -m xclip_stream.cli train
 DEMO_COMMON  := --batch-size 24 --eval-every 250 --held-out 2 --threads 2
 DEMO_TUNE    := --text-lr-scale 0.1 --text-frozen-steps 0 --easy-until 0 --warmup 50

@@ -120,8 +120,7 @@ def main() -> int:
               f"{r['false_incidents']:>7}{r['false_per_camera_hour']:>12}{r['true_coverage']:>14.3f}"
               f"{r['false_windows']:>19}  {r['first_true_window']}")
     write_json(args.out, {"machine": machine(), "model": None if args.events else args.model, "truth": truth,
-                          "rows": rows,
-                          "events": str(args.events or saved)})
+                          "rows": rows, "events": str(args.events or saved)})
     return 0
 
 
