@@ -17,8 +17,8 @@ from xclip_stream.training.report import REPORT_JSON, evaluate_synthetic, format
 from xclip_stream.training.synthetic import Action, all_actions, render_clip, write_clip
 
 TEST_SEED = 20261126  # the report in the folder used seed 1; training draws seeds below 2**31
-# Issue 4 asks for 0.90 on held-out clips; the model reaches 0.96 (eval.json; shape 0.98, motion
-# 0.98, colour 0.99). These floors guard it about 4 standard errors below that on this test's 428
+# Issue 4 asks for 0.90 on held-out clips; the model reaches 0.96 (eval.json; shape 0.97, motion
+# 0.99, colour 0.995). These floors guard it about 4 standard errors below that on this test's 428
 # clips (52 for the unseen combinations).
 SEEN_TOP1_FLOOR = 0.90
 
@@ -70,10 +70,10 @@ def test_committed_report_matches_a_fresh_evaluation(report):
 def test_the_held_out_style_is_scored_and_reported(report):
     style = report["heldout_style"]
     assert style["seen"]["clips"] == 107 and style["unseen"]["clips"] == 13
-    # Stages 9-13 (--varied) took the held-out style from 0.15 to 0.74 (motion 0.42 to 0.88, shape
-    # 0.41 to 0.80; eval.json, 1,070 clips); the floors sit about 3-4 standard errors below on these 107.
+    # Stages 9-15 (--varied) took the held-out style from 0.15 to 0.85 (motion 0.42 to 0.94, shape
+    # 0.41 to 0.88; eval.json, 1,070 clips); the floors sit about 4 standard errors below on these 107.
     seen = style["seen"]
-    assert seen["top1"] >= 0.58 and seen["motion"] >= 0.76 and seen["shape"] >= 0.66 and seen["color"] >= 0.8, seen
+    assert seen["top1"] >= 0.71 and seen["motion"] >= 0.85 and seen["shape"] >= 0.76 and seen["color"] >= 0.9, seen
     committed = json.loads((DEMO_CHECKPOINT / REPORT_JSON).read_text())["heldout_style"]
     assert abs(committed["seen"]["motion"] - style["seen"]["motion"]) < 0.15, (committed["seen"], style["seen"])
     text = format_report(report)

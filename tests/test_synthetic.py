@@ -14,6 +14,7 @@ from xclip_stream.training.synthetic import (
     SHAPES,
     Action,
     _plan_scene,
+    _uneven,
     all_actions,
     render_clip,
     render_stream,
@@ -218,16 +219,19 @@ def test_varied_scenes_keep_the_caption_true(motion):
 
 
 def test_varied_scenes_range_from_dark_to_bright_with_objects_darker_than_them_too():
-    means, darker = [], 0
+    means, darker, everywhere = [], 0, 0
     for seed, action in enumerate(all_actions()[::2]):
         scene, _ = _plan_scene(action, SIZE, 8, 1.0, seed, varied=True)
         means.append(scene.background.mean())
         darker += float(np.mean(scene.color)) < means[-1]
-        # contrast: lower than the dim style's, never none, over the object's whole shading range
+        # contrast: lower than the dim style's, over the object's whole shading range; uneven light
+        # and clutter may bring the backdrop near the object in places, never over most of it
         lo, hi = 1 - scene.shading[1], 1 + scene.shading[1]
-        for factor in (lo, 1.0, hi):
-            shaded = np.clip(np.array(scene.color, np.float32) * factor, 0, 255)
-            assert np.linalg.norm(scene.background - shaded, axis=-1).min() > 0.39 * 110, (seed, factor)
+        kept = min(np.mean(np.linalg.norm(scene.background - np.clip(np.array(scene.color, np.float32) * f, 0, 255),
+                                          axis=-1) > 0.2 * 110) for f in (lo, 1.0, hi))
+        assert kept > 2 / 3, (seed, kept)
+        everywhere += kept == 1.0
+    assert everywhere > 0.8 * len(means)
     assert min(means) < 40 and max(means) > 200, means
     assert 0.2 < darker / len(means) < 0.7
     dim, _ = _plan_scene(all_actions()[0], SIZE, 8, 1.0, 0)
@@ -250,3 +254,16 @@ def test_varied_scenes_draw_soft_edges_and_the_dim_style_hard_ones():
     for varied in (False, True):
         scene, _ = _plan_scene(action, SIZE, 8, 1.0, 3, varied=varied)
         assert scene.soft is varied
+
+
+def test_varied_backdrops_are_lit_unevenly_and_cluttered():
+    flat = np.full((SIZE, SIZE, 3), 120.0, np.float32)
+    spreads = []
+    for seed in range(40):
+        out = _uneven(flat, np.random.default_rng(seed))
+        assert out.shape == flat.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 255
+        luma = out.mean(axis=-1)
+        spreads.append(np.percentile(luma, 95) - np.percentile(luma, 5))
+        steps = np.abs(np.diff(luma, axis=0)).max(), np.abs(np.diff(luma, axis=1)).max()
+        assert max(steps) < 80, (seed, steps)  # soft: light and clutter change slowly, no hard edges
+    assert np.median(spreads) > 30 and min(spreads) > 5, spreads

@@ -148,8 +148,9 @@ def publish(run: str | Path, dest: str | Path, command: str, per_label: int = 10
 A small X-CLIP ({size_mb:.1f} MB of files) trained by this project, on a CPU, on its own synthetic action
 videos: a coloured circle, square or triangle moving left, right, up or down, growing, shrinking,
 blinking or standing still, over textured backgrounds with noise and a still distractor
-(`xclip_stream/training/synthetic.py`), lit from dark to bright and seen through a simulated camera
-(exposure, white balance, blur, noise, H.264; `xclip_stream/training/augment.py`) in the stages with `--varied`.
+(`xclip_stream/training/synthetic.py`); in the stages with `--varied`, lit from dark to bright and
+unevenly, with soft clutter and surface edges, and seen through a simulated camera (exposure, white
+balance, blur, noise, H.264; `xclip_stream/training/augment.py`).
 It knows only these scenes and captions of the form
 "a {{color}} {{shape}} {{motion}}"; it is a demo model, not a general video model.
 

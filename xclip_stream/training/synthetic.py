@@ -249,7 +249,38 @@ def _background(color: tuple[int, int, int], distractor: _Sprite | None, size: i
     a, b = _background_colors(avoid, rng, varied)
     texture = str(rng.choice(TEXTURES))
     w = _texture_weights("flat" if plain else texture, size, rng)[..., None]
-    return (a * (1 - w) + b * w).astype(np.float32)
+    background = (a * (1 - w) + b * w).astype(np.float32)
+    return _uneven(background, rng) if varied and not plain else background
+
+
+def _uneven(background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Real rooms are not lit evenly and are not empty: the edge of a large surface, out-of-focus
+    clutter (soft grey-toned ellipses and boxes, lighter or darker than the backdrop), then light
+    that falls off from a lamp and drifts slowly across the scene. Both may bring the backdrop near
+    an object's colour in places (issue 19: the model trained on evenly lit backdrops lost shapes
+    on unevenly lit ones)."""
+    size = background.shape[0]
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size  # pixel centres in [0, 1]
+    out = background.copy()
+    if rng.random() < 0.5:  # a large surface's edge (a wall meeting the floor, a table, a doorway)
+        angle, at = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.8)
+        side = (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle) + 0.5 - at
+        w = np.clip(0.5 + side * size / rng.uniform(2.0, 5.0), 0, 1)  # 2-5 pixels soft
+        out += w[..., None] * (rng.uniform(-90, 90) + rng.uniform(-10, 10, size=3))
+    for _ in range(int(rng.integers(0, 5))):  # clutter
+        cx, cy = rng.uniform(0, 1, size=2)
+        rx, ry = rng.uniform(0.06, 0.3, size=2)
+        u, v = np.abs(xx - cx) / rx, np.abs(yy - cy) / ry
+        d = np.hypot(u, v) if rng.random() < 0.5 else np.maximum(u, v)  # 1 on the outline
+        w = np.clip((1 - d) / rng.uniform(0.3, 1.0), 0, 1)  # a soft ramp inwards, never a sharp edge
+        out += (w * w * (3 - 2 * w))[..., None] * (rng.uniform(-80, 80) + rng.uniform(-8, 8, size=3))
+    lamp = rng.uniform(-0.3, 1.3, size=2)
+    falloff = rng.uniform(0.0, 0.6) * np.hypot(xx - lamp[0], yy - lamp[1])  # 0 to about 0.9
+    cells = int(rng.integers(1, 5))
+    drift = _bilinear(rng.uniform(-1, 1, size=(cells + 1, cells + 1)), size)  # slow, in [-1, 1]
+    gain = np.clip(rng.uniform(1.0, 1.3) - falloff + rng.uniform(0.0, 0.35) * drift, 0.25, 2.0)
+    offset = rng.uniform(0, 35) * _bilinear(rng.uniform(-1, 1, size=(cells + 1, cells + 1)), size)
+    return np.clip(out * gain[..., None] + offset[..., None], 0, 255).astype(np.float32)
 
 
 def _plan_scene(action: Action, size: int, num_frames: int, span: float, seed: int | list[int],
