@@ -8,13 +8,13 @@ import av
 import numpy as np
 import pytest
 
+from xclip_stream.training.backdrop import uneven
 from xclip_stream.training.synthetic import (
     COLORS,
     MOTIONS,
     SHAPES,
     Action,
     _plan_scene,
-    _uneven,
     all_actions,
     render_clip,
     render_stream,
@@ -260,7 +260,7 @@ def test_varied_backdrops_are_lit_unevenly_and_cluttered():
     flat = np.full((SIZE, SIZE, 3), 120.0, np.float32)
     spreads = []
     for seed in range(40):
-        out = _uneven(flat, np.random.default_rng(seed))
+        out = uneven(flat, np.random.default_rng(seed))
         assert out.shape == flat.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 255
         luma = out.mean(axis=-1)
         spreads.append(np.percentile(luma, 95) - np.percentile(luma, 5))
