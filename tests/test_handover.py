@@ -100,27 +100,71 @@ def test_pending_windows_give_up_a_cameras_windows():
 
 def test_partitions_given_straight_back_are_read_again_from_where_the_member_stopped():
     """kafka-python 3 keeps its read position on partitions an eager rebalance revokes and gives
-    straight back: past the frames the hand-over dropped. The member seeks them back to its first
-    unfinished record (at once, or when the assignment arrives in a later poll)."""
+    straight back: past the frames the hand-over dropped. When the assignment that follows the
+    revocation arrives (at once or in a later poll), the member seeks the partitions it got back to
+    its first unfinished record; the revoked ones that went elsewhere are not touched, even though
+    ``consumer.assignment()`` still lists them until then."""
     tracker = tracker_with({"p0": [5, 6], "p1": [3]}, {"p0": 5, "p1": 3, "p2": 9})
-    assigned: set = {"p0"}
     seeks: list[dict] = []
-
-    def rewind(resume: dict) -> set:
-        held = set(resume) & assigned
-        seeks.append({tp: resume[tp] for tp in held})
-        return held
-
-    handover = HandOver(tracker, lambda _: None, lambda _: None, rewind=rewind)
+    handover = HandOver(tracker, lambda _: None, lambda _: None, rewind=seeks.append)
     handover.on_partitions_revoked({"p0", "p1", "p2", "p3"})  # p3: never read here, nothing to rewind
     handover.settle()
-    assert seeks == [{"p0": 5}] and handover.rewound == {"p0"}  # p0 came back at once
-    assigned.add("p2")  # p2 came back in a later poll; p1 went to another member
+    assert seeks == [] and handover.rewound == set()  # the outcome is not known yet
+    handover.on_partitions_assigned({"p0", "p2", "p3"})  # p1 went to another member
     handover.settle()
-    assert seeks[-1] == {"p2": 9} and handover.rewound == {"p2"}
+    assert seeks == [{"p0": 5, "p2": 9}] and handover.rewound == {"p0", "p2"}
     handover.settle()
-    assert handover.rewound == set()  # p1 is still pending, but not ours: no seek
-    handover.on_partitions_revoked({"p0"})  # the next rebalance replaces what was pending
-    assigned.add("p1")
+    assert handover.rewound == set()  # named for the poll of the assignment only
+    handover.on_partitions_assigned({"p1"})  # a later assignment with no revocation: nothing to rewind
     handover.settle()
-    assert handover.rewound == set() and seeks[-1] == {}
+    assert len(seeks) == 1 and handover.rewound == set()
+
+
+def test_a_partition_given_back_with_nothing_to_read_gets_its_commit_point_although_the_revocation_could_not_commit():
+    """The CI failure behind this test: a member had handled every record of a partition when an
+    eager rebalance revoked it; the revocation's commit was refused (the member was rebalancing
+    already), the partition came straight back with nothing left to read, and its commit point
+    stayed at the last periodic commit for good: lag that never fell, a group never scaled down."""
+    tracker = tracker_with({}, {"p1": 32})
+    tracker.mark_committed({"p1": 4})  # the last periodic commit
+
+    def refused(_):
+        raise RuntimeError("RebalanceInProgressError")
+
+    handover = HandOver(tracker, refused, lambda _: None, rewind=lambda _: None)
+    handover.on_partitions_revoked({"p1"})
+    handover.on_partitions_assigned({"p1"})  # revoked and given back within one poll
+    handover.settle()
+    assert tracker.committable() == {"p1": 32}  # committed at the next interval
+    tracker.add("p1", 32)  # the next record: the commit point stays at it until it is done
+    assert tracker.committable() == {"p1": 32}
+
+
+def test_lost_partitions_are_dropped_without_a_commit_and_not_rewound(caplog):
+    """A member whose session expired finds the group went on without it: another member may have
+    read and committed its partitions since, so nothing of them is committed or rewound here."""
+    tracker = tracker_with({"p0": [5]}, {"p0": 5})
+    commits, drops, seeks = [], [], []
+    handover = HandOver(tracker, commits.append, drops.append, "m#0", rewind=seeks.append)
+    with caplog.at_level(logging.WARNING, "xclip_stream.pipeline.offsets"):
+        handover.on_partitions_lost({"p0"})
+    handover.on_partitions_assigned({"p0"})
+    assert handover.settle() == {"p0"}
+    assert "m#0: partitions lost" in caplog.text
+    assert commits == [] and seeks == [] and drops == [{"p0"}] and tracker.outstanding() == 0
+    assert tracker.committable() == {}  # read again from the group's commit point
+
+
+def test_a_release_from_before_a_hand_over_does_not_touch_the_offset_read_again():
+    """A window scored before its partition was handed over is acknowledged after the member read
+    the same records again: its release must not count against the new reads, or the commit would
+    pass frames whose windows are not published yet."""
+    tracker = OffsetTracker()
+    old = tracker.add("p0", 7)
+    tracker.hold("p0", 7)  # a window in flight
+    tracker.forget({"p0"})
+    new = tracker.add("p0", 7)  # read again after the partition came back
+    assert new != old
+    assert tracker.release("p0", 7, old) is False  # the old window's acknowledgement
+    assert tracker.outstanding() == 1 and tracker.committable() == {"p0": 7}  # still held
+    assert tracker.release("p0", 7, new) is True and tracker.committable() == {"p0": 8}

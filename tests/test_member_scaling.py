@@ -212,7 +212,7 @@ def test_lag_probe_measures_a_group_from_outside_it(kafka_bootstrap, kafka_topic
 def members_health(topic: str, most: int) -> dict:
     """What each running member of the topic reports about its offsets (for a failure's message)."""
     keys = ("records", "windows", "windows_scored", "pending", "commits", "commit_failures", "revocations",
-            "outstanding", "idle_released", "last_error")
+            "outstanding", "idle_released", "last_error", "partitions", "committed", "poll_s_ago")
     out = {}
     for member in range(most):
         try:

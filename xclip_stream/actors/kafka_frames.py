@@ -13,10 +13,11 @@ the poll thread, which slows consumption instead.
 
 Faults: events and dead letters go through a ``Delivery`` that retries until acknowledged, so an
 offset is never released for a record whose output was lost. A rebalance hands partitions over
-(``HandOver``: commit what is done, forget the rest, drop those cameras' frames). A camera that
-goes quiet has the offsets of its ring's frames released (the frames stay) and its incidents ended
-(``IdleCameras``). On stop or removal, every camera's open incidents are ended and acknowledged
-before the final commit.
+(``HandOver``: commit what is done, forget the rest, drop those cameras' frames; a partition given
+straight back is read again from where this member stopped). A camera that goes quiet has the
+offsets of its ring's frames released (the frames stay) and its incidents ended (``IdleCameras``).
+On stop or removal, every camera's open incidents are ended and acknowledged before the final
+commit.
 
 Hostile input: camera ids come from the messages, so a bounded ``CameraRegistry`` holds at most
 ``max_cameras`` of them (optionally only ``allowed_cameras``), evicting ones silent for
@@ -48,7 +49,7 @@ from ..pipeline.kafka_io import (
     fetch_sizes,
     make_consumer,
 )
-from ..pipeline.offsets import HandOver
+from ..pipeline.offsets import FrameRef, HandOver
 from ..pipeline.scoring import ModelInfo, frame_preprocessor
 from ..pipeline.stream import PendingWindows, QueueClosed, WindowStage
 from ..schemas.config import KafkaFrames, LabelSet, StreamOptions
@@ -85,8 +86,7 @@ class KafkaFramesActor:
         self.cameras = CameraRegistry(self.spec.max_cameras, self.spec.camera_idle_s, self.spec.allowed_cameras,
                                       create=self._new_stage, close=self._close_camera, busy=self._busy)
         self.builders: dict[str, EventBuilder] = {}
-        self.refs: dict[tuple[str, int], tuple] = {}  # (camera, internal seq) -> (tp, offset, source seq);
-        # tp and offset None once released as idle (release_idle)
+        self.refs: dict[tuple[str, int], FrameRef] = {}  # (camera, internal seq) -> the frame's record
         self.window_refs: dict[tuple[str, int], list] = {}  # (camera, window index) -> its frames' refs
         self.next_seq = 0
         self.camera_tps: dict[str, object] = {}  # camera -> the partition its frames came from last
@@ -100,6 +100,8 @@ class KafkaFramesActor:
                       "revocations": 0, "idle_released": 0, "cameras_dropped": 0}
         self.dead_letter_reasons: Counter[str] = Counter()  # BadMessage.reason -> records
         self.lag: dict[int, int] = {}  # partition -> records past its committed offset (poll thread)
+        self.assigned: list[int] = []  # the partitions the group gives this member now (poll thread)
+        self.polled_at = 0.0  # monotonic: the poll thread's last turn (a stuck thread stops it)
         self.error = ""
         self.loop: ScoringLoop | None = None
         self.aio = None  # the actor's event loop: builders are used on it only
@@ -139,6 +141,7 @@ class KafkaFramesActor:
     async def health(self) -> dict:
         with self.lock:
             outstanding = self.tracker.outstanding()
+            committed = self.tracker.committed()
             reasons = dict(self.dead_letter_reasons)
         return {"source": self.name, **self.stats, "outstanding": outstanding,
                 "windows_scored": self.loop.stats.scored if self.loop else 0, "pending": len(self.pending),
@@ -146,7 +149,9 @@ class KafkaFramesActor:
                 "request_timeouts": self.loop.stats.timeouts if self.loop else 0,
                 "cameras": self.cameras.ids(), "cameras_evicted": self.cameras.evicted,
                 "cameras_refused": self.cameras.refused, "last_error": self.error,
-                "dead_letter_reasons": reasons, "lag": dict(self.lag),
+                "dead_letter_reasons": reasons, "lag": dict(self.lag), "partitions": list(self.assigned),
+                "committed": {tp.partition: o for tp, o in committed.items()},
+                "poll_s_ago": round(time.monotonic() - self.polled_at, 1) if self.polled_at else None,
                 "latency_ms": list(self.loop.stats.latencies_ms)[-50:] if self.loop else [],
                 **self.delivery.health(self.sink_spec.events_topic)}
 
@@ -180,6 +185,7 @@ class KafkaFramesActor:
                                      listener=handover, **fetch_sizes(self.spec.limits))
             last_commit = time.monotonic()
             while not self.stopping.is_set():
+                self.polled_at = time.monotonic()
                 if self.delivery.congested:  # the sink is behind or down: read no more (dead letters)
                     self.stopping.wait(0.1)
                     continue
@@ -188,6 +194,7 @@ class KafkaFramesActor:
                 if not batches and self._caught_up(consumer):  # waiting, not behind: the cameras are quiet
                     self.idle.waited(time.monotonic() - began)
                 handover.settle()  # partitions revoked during that poll, before its records
+                self.assigned = sorted(tp.partition for tp in consumer.assignment())
                 self.stats["revocations"] = handover.revocations
                 for tp, records in batches.items():
                     if tp in handover.rewound:  # read again from the rewound position
@@ -228,7 +235,7 @@ class KafkaFramesActor:
         self.stats["records"] += 1
         with self.lock:
             try:
-                self.tracker.add(tp, record.offset)
+                epoch = self.tracker.add(tp, record.offset)
             except ValueError as e:  # read again while still being handled (a seek, a re-delivery)
                 log.warning("%s: skipping a record already in hand: %s", self.name, e)
                 return
@@ -236,42 +243,40 @@ class KafkaFramesActor:
             frame = decode_frame_message(record.key, record.value, list(record.headers or []), self.spec.limits)
             stage = self.cameras.get(frame.camera_id)  # refused (dead-lettered) past max_cameras
         except BadMessage as e:
-            self._dead_letter(tp, record, e)
+            self._dead_letter(tp, record, e, epoch)
             return
         camera = frame.camera_id
         self.camera_tps[camera] = tp
         self.idle.seen(camera)
         if not stage.keep(frame.time):
-            self._release(tp, record.offset)
+            self._release(tp, record.offset, epoch)
             return
         self.latest[camera] = frame.image
         seq, self.next_seq = self.next_seq, self.next_seq + 1
         with self.lock:
-            self.refs[(camera, seq)] = (tp, record.offset, frame.seq)
+            self.refs[(camera, seq)] = FrameRef(tp, record.offset, frame.seq, epoch)
         window = stage.push(replace(frame, seq=seq))
         if window is not None:
             with self.lock:
                 held = [self.refs[(camera, s)] for s in window.frame_seqs]
-                for tp_, offset, _ in held:
-                    if tp_ is not None:  # None: released as idle already (release_idle)
-                        self.tracker.hold(tp_, offset)
+                for ref in held:
+                    if ref.tp is not None:  # None: released as idle already (release_idle)
+                        self.tracker.hold(ref.tp, ref.offset)
                 self.window_refs[(camera, window.index)] = held
                 # Frames no later window contains are done with the ring now, not when pushed out:
                 # the commit point then sits at the next window's first frame, so a member that
                 # takes this partition over cuts the same windows (the same event ids) again.
                 for s in window.frame_seqs[:stage.buffer.hop]:
-                    tp_, offset, _ = self.refs.pop((camera, s))
-                    if tp_ is not None:
-                        self.tracker.release(tp_, offset)
+                    self._release_ref(self.refs.pop((camera, s)))
             self.stats["windows"] += 1
             self.pending.put(window)  # blocks while the model is behind: the topic slows down
 
     def _new_stage(self, camera: str) -> WindowStage:
         def evicted(seq: int) -> None:
             with self.lock:
-                entry = self.refs.pop((camera, seq), None)  # None: released when its last window was cut
-                if entry is not None and entry[0] is not None:
-                    self.tracker.release(entry[0], entry[1])
+                ref = self.refs.pop((camera, seq), None)  # None: released when its last window was cut
+                if ref is not None:
+                    self._release_ref(ref)
 
         return WindowStage(camera, self.preprocess, self.model.num_frames, self.options.sample_fps,
                            self.options.hop, self.options.max_gap_seconds, on_evict=evicted,
@@ -292,7 +297,7 @@ class KafkaFramesActor:
         self.aio.call_soon_threadsafe(self._end_incidents, camera, True)
         log.info("%s: camera %r evicted after %g s without frames", self.name, camera, self.spec.camera_idle_s)
 
-    def _dead_letter(self, tp, record, error: BadMessage) -> None:
+    def _dead_letter(self, tp, record, error: BadMessage, epoch: int) -> None:
         self.stats["dead_letters"] += 1
         with self.lock:
             self.dead_letter_reasons[error.reason] += 1
@@ -303,13 +308,17 @@ class KafkaFramesActor:
                                                  self.spec.limits.dead_letter_max_bytes)
         # Retried until acknowledged (see Delivery); only then is the record's offset released.
         self.delivery.submit(self.sink_spec.dead_letter_topic, key, value, headers,
-                             on_ack=lambda _: self._release(tp, record.offset))
+                             on_ack=lambda _: self._release(tp, record.offset, epoch))
 
-    def _release(self, tp, offset: int) -> None:
-        if tp is None:  # a frame released as idle: its offset is done with already
-            return
+    def _release(self, tp, offset: int, epoch: int) -> None:
         with self.lock:
-            self.tracker.release(tp, offset)
+            self._release_ref(FrameRef(tp, offset, -1, epoch))
+
+    def _release_ref(self, ref: FrameRef) -> None:
+        """(Under ``self.lock``.) One reference of the frame's record dropped; one released as idle
+        is done with already, and one from before its partition was handed over is not tracked."""
+        if ref.tp is not None:
+            self.tracker.release(ref.tp, ref.offset, ref.epoch)
 
     def _commit(self, consumer) -> None:
         with self.lock:
@@ -364,10 +373,10 @@ class KafkaFramesActor:
         if stage is not None:
             with self.lock:
                 for seq in stage.buffer.seqs():
-                    tp, offset, source_seq = self.refs.get((camera, seq), (None, None, None))
-                    if tp is not None:
-                        self.tracker.release(tp, offset)
-                        self.refs[(camera, seq)] = (None, None, source_seq)
+                    ref = self.refs.get((camera, seq))
+                    if ref is not None and ref.tp is not None:
+                        self._release_ref(ref)
+                        self.refs[(camera, seq)] = ref._replace(tp=None, offset=None)
         self.aio.call_soon_threadsafe(self._end_incidents, camera, False)
         self.stats["idle_released"] += 1
         log.info("%s: camera %s idle; its frames' offsets were released (the frames stay for a window)",
@@ -433,7 +442,7 @@ class KafkaFramesActor:
     def _source_seqs(self, window) -> tuple[int, int]:
         with self.lock:
             held = self.window_refs[(window.camera_id, window.index)]
-        return held[0][2], held[-1][2]
+        return held[0].seq, held[-1].seq
 
     def _publish(self, window, events: list) -> None:
         # The refs are dropped only once the events are queued: an event that cannot be encoded raises
@@ -442,14 +451,17 @@ class KafkaFramesActor:
         with self.lock:
             held = self.window_refs[key]
         send_events(self.delivery, self.sink_spec.events_topic, events,
-                    on_all_acked=lambda: [self._release(tp, off) for tp, off, _ in held])
+                    on_all_acked=lambda: self._release_all(held))
         with self.lock:
             self.window_refs.pop(key, None)
 
+    def _release_all(self, held: list[FrameRef]) -> None:
+        with self.lock:
+            for ref in held:
+                self._release_ref(ref)
 
-def _rewind(consumer, resume: dict) -> set:
-    """Seek the partitions of ``resume`` this consumer holds (again) to their offset; those moved."""
-    held = set(consumer.assignment()) & set(resume)
-    for tp in held:
-        consumer.seek(tp, resume[tp])
-    return held
+
+def _rewind(consumer, resume: dict) -> None:
+    """Seek the partitions given straight back to where this member's work on them stopped."""
+    for tp, offset in resume.items():
+        consumer.seek(tp, offset)

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 
@@ -32,6 +33,18 @@ class _PartitionState:
     committed: int | None = None
 
 
+class FrameRef(NamedTuple):
+    """Where a frame held by a member came from: its record (``tp`` and ``offset`` None once the
+    record is done with, the frame kept), its sequence number at the source, and its partition's
+    epoch in the tracker when read (a release from before a hand-over must not touch the same
+    offset read again after it)."""
+
+    tp: Hashable | None
+    offset: int | None
+    seq: int
+    epoch: int
+
+
 class OffsetTracker:
     """Reference counts of consumed records per partition, and the offsets safe to commit.
 
@@ -40,15 +53,18 @@ class OffsetTracker:
     def __init__(self):
         self._lock = threading.Lock()
         self._partitions: dict[Hashable, _PartitionState] = {}
+        self._epochs: dict[Hashable, int] = {}  # per partition: how many times it was forgotten
 
-    def add(self, tp: Hashable, offset: int) -> None:
-        """A record was consumed: it is outstanding with one reference (released when it is handled)."""
+    def add(self, tp: Hashable, offset: int) -> int:
+        """A record was consumed: it is outstanding with one reference (released when it is handled).
+        Returns the partition's epoch, for :meth:`release`."""
         with self._lock:
             state = self._partitions.setdefault(tp, _PartitionState())
             if offset in state.refs:
                 raise ValueError(f"offset {offset} of {tp} is already outstanding")
             state.refs[offset] = 1
             state.last_added = max(state.last_added, offset)
+            return self._epochs.get(tp, 0)
 
     def hold(self, tp: Hashable, offset: int) -> None:
         """One more user of an outstanding record (a window that contains the frame)."""
@@ -58,12 +74,14 @@ class OffsetTracker:
                 raise KeyError(f"offset {offset} of {tp} is not outstanding: hold it before releasing it")
             state.refs[offset] += 1
 
-    def release(self, tp: Hashable, offset: int) -> bool:
+    def release(self, tp: Hashable, offset: int, epoch: int | None = None) -> bool:
         """Drop one reference; at zero the record is done. Returns False, and changes nothing, for a
-        record that is not tracked, e.g. a late release after its partition was revoked."""
+        record that is not tracked, e.g. a late release after its partition was revoked, or, given
+        the ``epoch`` that :meth:`add` returned, one from before the partition was forgotten: the
+        same offset read again after a hand-over is another record's reference."""
         with self._lock:
             state = self._partitions.get(tp)
-            if state is None or offset not in state.refs:
+            if state is None or offset not in state.refs or epoch not in (None, self._epochs.get(tp, 0)):
                 return False
             state.refs[offset] -= 1
             if state.refs[offset] == 0:
@@ -113,7 +131,15 @@ class OffsetTracker:
         """Drop partitions revoked in a rebalance: their new owner re-reads what was not committed."""
         with self._lock:
             for tp in tps:
-                self._partitions.pop(tp, None)
+                if self._partitions.pop(tp, None) is not None:
+                    self._epochs[tp] = self._epochs.get(tp, 0) + 1
+
+    def begin(self, tp: Hashable, offset: int) -> None:
+        """A partition this member reads again from ``offset``, everything before it handled: that
+        is its commit point until records come (the commit on revocation may have failed)."""
+        with self._lock:
+            state = self._partitions.setdefault(tp, _PartitionState())
+            state.last_added = max(state.last_added, offset - 1)
 
     def outstanding(self) -> int:
         """Records consumed but not yet fully handled, over all partitions."""
@@ -122,59 +148,83 @@ class OffsetTracker:
 
 
 class HandOver(ConsumerRebalanceListener):
-    """What a member does when a rebalance takes partitions away.
+    """What a member does when a rebalance takes partitions away and gives partitions back.
 
     kafka-python 3 calls the listener on its IO thread, where a blocking commit is refused and the
     member's own state (rings, queued windows) belongs to the poll thread; so the listener only
-    notes the revoked partitions, and the poll thread calls :meth:`settle` after each ``poll()``,
-    before it handles the records that poll returned. Settling commits what is done of the revoked
-    partitions, forgets them (late acknowledgements of their windows then change nothing) and has
-    ``drop`` discard the frames and windows still held from them: their next owner re-reads from
-    the commit point. Without the forget, a re-read record would meet its own still-outstanding
-    offset. A failed commit is logged, never raised: at worst the next owner re-reads a little more.
+    notes what happened, and the poll thread calls :meth:`settle` after each ``poll()``, before it
+    handles the records that poll returned.
 
-    An eager rebalance revokes every partition and may give some straight back; kafka-python 3 then
-    keeps its read position on those, past the frames just dropped, which nobody would read again
-    (lost windows, and a commit that later jumps over them). ``rewind`` ({tp: offset} -> the
-    partitions it moved back) seeks the ones this member holds again to where its work stopped (at
-    this settle, or a later one if the assignment comes in a later poll, until the next revocation);
-    ``rewound`` names them until the next settle, so the caller skips what that poll returned for
-    them (read again after the seek)."""
+    Revoked: commit what is done of the partitions, forget them (late acknowledgements of their
+    windows then change nothing) and have ``drop`` discard the frames and windows still held from
+    them: their next owner re-reads from the commit point. Under the eager protocol the member is
+    already rebalancing then, so the commit is usually refused (logged, never raised): at worst
+    the next owner re-reads a little more.
+
+    Assigned (the rebalance's outcome): an eager rebalance revokes every partition and gives some
+    straight back, and kafka-python 3 keeps its read position on those, past the frames just
+    dropped, which nobody would read again. ``rewind`` ({tp: offset} -> None) seeks them to where
+    this member's work stopped, the tracker takes that as their commit point (``begin``: with the
+    revocation's commit refused and nothing left to read, it would otherwise stay behind for good,
+    seen as lag that never falls), and ``rewound`` names them until the next settle, so the caller
+    skips what that poll returned for them (read again after the seek). Only the assignment that
+    follows a revocation is known to be the next owner's: ``consumer.assignment()`` still lists
+    the revoked partitions until it arrives."""
 
     def __init__(self, tracker: OffsetTracker, commit: Callable[[dict], None],
                  drop: Callable[[set], None], name: str = "consumer",
-                 rewind: Callable[[dict], set] | None = None):
+                 rewind: Callable[[dict], None] | None = None):
         self.tracker = tracker
         self.commit = commit  # {tp: offset} -> None; raises when the commit failed
         self.drop = drop
         self.rewind = rewind
         self.rewound: set = set()
-        self._resume: dict = {}  # revoked partitions' resume points, until they come back or the next revocation
+        self._resume: dict = {}  # the last revocation's resume points, until the assignment after it
         self.name = name
         self.revocations = 0
         self._lock = threading.Lock()
-        self._revoked: set = set()
+        self._noted: list[tuple[str, set]] = []  # ("revoked" | "lost" | "assigned", partitions), in order
 
     def on_partitions_revoked(self, revoked) -> None:
         """(Consumer IO thread.)"""
         with self._lock:
-            self._revoked |= set(revoked)
+            self._noted.append(("revoked", set(revoked)))
         log.info("%s: partitions revoked: %s", self.name, sorted(str(tp) for tp in revoked))
 
+    def on_partitions_lost(self, lost) -> None:
+        """(Consumer IO thread.) The group went on without this member (its session expired):
+        another may have read and committed these partitions since, so they are dropped without a
+        commit and, if they come back, read from the group's commit point, not rewound."""
+        with self._lock:
+            self._noted.append(("lost", set(lost)))
+        log.warning("%s: partitions lost (this member left the group): %s", self.name,
+                    sorted(str(tp) for tp in lost))
+
     def on_partitions_assigned(self, assigned) -> None:
+        """(Consumer IO thread.)"""
+        with self._lock:
+            self._noted.append(("assigned", set(assigned)))
         log.info("%s: partitions assigned: %s", self.name, sorted(str(tp) for tp in assigned))
 
     def settle(self) -> set:
-        """(Poll thread.) Hand over what was revoked since the last call; returns those partitions."""
+        """(Poll thread.) Act on what the rebalances did since the last call; returns the partitions
+        revoked."""
         with self._lock:
-            revoked, self._revoked = self._revoked, set()
+            noted, self._noted = self._noted, []
         self.rewound = set()
-        if not revoked:
-            self._rewind()
-            return revoked
+        revoked = set()
+        for kind, tps in noted:
+            if kind == "assigned":
+                self._take_back(tps)
+            elif tps:
+                self._hand_over(tps, lost=kind == "lost")
+                revoked |= tps
+        return revoked
+
+    def _hand_over(self, revoked: set, lost: bool = False) -> None:
         self.revocations += 1
-        self._resume = self.tracker.resume_points(revoked)
-        offsets = self.tracker.committable(revoked)
+        self._resume = {} if lost else self.tracker.resume_points(revoked)
+        offsets = {} if lost else self.tracker.committable(revoked)
         if offsets:
             try:
                 self.commit(offsets)
@@ -184,17 +234,19 @@ class HandOver(ConsumerRebalanceListener):
                             "last commit", self.name, type(e).__name__, e)
         self.tracker.forget(revoked)
         self.drop(revoked)
-        self._rewind()
-        return revoked
 
-    def _rewind(self) -> None:
-        if self.rewind is None or not self._resume:
+    def _take_back(self, assigned: set) -> None:
+        back = {tp: offset for tp, offset in self._resume.items() if tp in assigned}
+        self._resume = {}  # the others went to other members
+        if not back:
             return
-        self.rewound = self.rewind(self._resume)
-        if self.rewound:
-            log.info("%s: partitions given straight back, read again from where this member stopped: %s",
-                     self.name, sorted(f"{tp}@{self._resume[tp]}" for tp in self.rewound))
-            self._resume = {tp: o for tp, o in self._resume.items() if tp not in self.rewound}
+        if self.rewind is not None:
+            self.rewind(back)
+        for tp, offset in back.items():
+            self.tracker.begin(tp, offset)
+        self.rewound |= set(back)
+        log.info("%s: partitions given straight back, read again from where this member stopped: %s",
+                 self.name, sorted(f"{tp}@{offset}" for tp, offset in back.items()))
 
 
 def make_consumer(
