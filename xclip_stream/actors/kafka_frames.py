@@ -100,7 +100,7 @@ class KafkaFramesActor:
                       "revocations": 0, "idle_released": 0, "cameras_dropped": 0}
         self.dead_letter_reasons: Counter[str] = Counter()  # BadMessage.reason -> records
         self.lag: dict[int, int] = {}  # partition -> records past its committed offset (poll thread)
-        self.assigned: list[int] = []  # the partitions the group gives this member now (poll thread)
+        self.assigned: list[int] = []  # the partitions the group gave this member, as of the last commit (poll thread)
         self.polled_at = 0.0  # monotonic: the poll thread's last turn (a stuck thread stops it)
         self.error = ""
         self.loop: ScoringLoop | None = None
@@ -194,7 +194,6 @@ class KafkaFramesActor:
                 if not batches and self._caught_up(consumer):  # waiting, not behind: the cameras are quiet
                     self.idle.waited(time.monotonic() - began)
                 handover.settle()  # partitions revoked during that poll, before its records
-                self.assigned = sorted(tp.partition for tp in consumer.assignment())
                 self.stats["revocations"] = handover.revocations
                 for tp, records in batches.items():
                     if tp in handover.rewound:  # read again from the rewound position
@@ -207,6 +206,7 @@ class KafkaFramesActor:
                     self.cameras.sweep()
                     self._commit(consumer)
                     self.lag = partition_lags(consumer, self.tracker.committed())
+                    self.assigned = sorted(tp.partition for tp in consumer.assignment())
                     last_commit = time.monotonic()
         except QueueClosed:
             pass
@@ -312,7 +312,7 @@ class KafkaFramesActor:
 
     def _release(self, tp, offset: int, epoch: int) -> None:
         with self.lock:
-            self._release_ref(FrameRef(tp, offset, -1, epoch))
+            self.tracker.release(tp, offset, epoch)
 
     def _release_ref(self, ref: FrameRef) -> None:
         """(Under ``self.lock``.) One reference of the frame's record dropped; one released as idle
